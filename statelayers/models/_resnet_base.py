@@ -1,0 +1,287 @@
+"""What every layer-aggregation ResNet here shares, built on timm's own `ResNet` and blocks.
+
+timm's `BasicBlock`/`Bottleneck.forward` returns `act(branch(x) + shortcut(x))` in one piece.
+Layer aggregation needs the residual-branch output `O` on its own and, for S6LA and RLA, a
+block input that is `[x, h]` for the branch but `x` for the shortcut. `residual_branch` runs the
+block's own submodules in timm's order to get exactly that, so timm checkpoints load unchanged.
+
+`StatefulResNet` threads a state `h` through the blocks: `[X, h]` enters each block's first conv
+(widened by `state_chs` input channels), the state is updated from `O` after every block, and is
+average-pooled where a block halves the resolution. Subclasses say how the state starts
+(`initial_state`) and how it is updated (`update_state`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import create_classifier
+from timm.models._features import feature_take_indices
+from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "residual_branch",
+    "block_shortcut",
+    "check_image_input",
+    "to_small_image_stem",
+    "StatefulResNet",
+    "ARCHS",
+    "SMALL_DEPTHS",
+]
+
+# blocks per stage of the ImageNet ResNets (He et al. 2016)
+ARCHS: dict[int, tuple[type, tuple[int, ...]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+# CIFAR-style ResNets (He et al. 2016, §4.2): 6n+2 layers, BasicBlock, 16/32/64 channels
+SMALL_DEPTHS = (20, 32, 44, 56, 110)
+SMALL_CHANNELS = (16, 32, 64)
+
+
+def residual_branch(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The residual-branch output `O` of a timm BasicBlock/Bottleneck (before the shortcut add)."""
+    if isinstance(block, Bottleneck):
+        z = block.act1(block.bn1(block.conv1(z)))
+        z = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(z)))))
+        z = block.bn3(block.conv3(z))
+    elif isinstance(block, BasicBlock):
+        z = block.aa(block.act1(block.drop_block(block.bn1(block.conv1(z)))))
+        z = block.bn2(block.conv2(z))
+    else:
+        raise TypeError(f"unsupported block type {type(block).__name__}")
+    if block.se is not None:
+        z = block.se(z)
+    if block.drop_path is not None:
+        z = block.drop_path(z)
+    return z
+
+
+def block_shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return x if block.downsample is None else block.downsample(x)
+
+
+def block_act(block: nn.Module) -> nn.Module:
+    return block.act3 if isinstance(block, Bottleneck) else block.act2
+
+
+def check_image_input(x: Any, in_chans: int, min_size: int, name: str) -> None:
+    """Raise a ValueError that names the problem instead of a conv shape error deep inside."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} expects a torch.Tensor image batch, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} expects a 4-D (batch, channels, height, width) tensor, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans:
+        raise ValueError(
+            f"{name} was built for {in_chans} input channel(s) but got {x.shape[1]} "
+            f"(shape {tuple(x.shape)}); create it with in_chans={x.shape[1]} or convert the images"
+        )
+    if x.shape[-1] < min_size or x.shape[-2] < min_size:
+        raise ValueError(f"{name} needs images of at least {min_size}x{min_size} px, got {x.shape[-2]}x{x.shape[-1]}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} expects a floating-point image tensor, got dtype {x.dtype}")
+
+
+def to_small_image_stem(model: ResNet, in_chans: int) -> None:
+    """CIFAR-style stem in place: one 3×3 stride-1 conv to the first stage width, no max-pool."""
+    width = model.bn1.num_features
+    model.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    # timm's make_blocks assumes a stride-4 stem; this stem has stride 1
+    model.feature_info[0]["reduction"] = 1
+    for info in model.feature_info[1:]:
+        info["reduction"] //= 4
+
+
+def small_resnet_kwargs(depth: int) -> dict:
+    if depth not in SMALL_DEPTHS:
+        raise ValueError(f"small-image ResNet depth must be one of {SMALL_DEPTHS}, got {depth}")
+    n = (depth - 2) // 6
+    # 'deep' stem of width 8 makes timm start the first stage at 16 channels; the stem itself is
+    # then replaced by to_small_image_stem
+    return dict(block=BasicBlock, layers=(n, n, n), channels=SMALL_CHANNELS, stem_type="deep", stem_width=8)
+
+
+class StatefulResNet(ResNet):
+    """A timm ResNet whose blocks also read a state `h` (concatenated to their input) that is
+    updated from each block's residual-branch output.
+
+    Args:
+        state_chs: channels of `h`, added to every block's first conv.
+        small_image: CIFAR-style stem (3×3 conv, no max-pool) for 28–32 px images.
+        head_concat: RLA-style head, `fc(GAP(cat[X^T, ReLU(BN(h^T))]))`.
+        **kwargs: timm `ResNet` arguments (block, layers, num_classes, in_chans, drop_path_rate, ...).
+    """
+
+    def __init__(self, *, state_chs: int, small_image: bool = False, head_concat: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if small_image:
+            to_small_image_stem(self, self.in_chans)
+        self.small_image = small_image
+        self.min_input_size = 8 if small_image else 32
+        self.state_chs = state_chs
+        self.head_concat = head_concat
+        for block in self.blocks():
+            widen_input(block.conv1, state_chs)
+        if head_concat:
+            self.head_norm = nn.BatchNorm2d(state_chs)
+            self.num_features = self.head_hidden_size = self.num_features + state_chs
+            self.reset_classifier(self.num_classes)
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
+
+    def blocks(self):
+        for n in self.stage_names:
+            if hasattr(self, n):
+                yield from getattr(self, n)
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, n) for n in self.stage_names if hasattr(self, n)]
+
+    # -- what subclasses define ------------------------------------------------------------
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update_state(self, h: torch.Tensor, out: torch.Tensor, stage: int, index: int, block: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- the depth recurrence --------------------------------------------------------------
+    def block_step(self, block, x, h, stage: int, index: int):
+        out = residual_branch(block, torch.cat([x, h.to(x.dtype)], dim=1))
+        x = block_act(block)(out + block_shortcut(block, x))
+        if h.shape[-2:] != x.shape[-2:]:
+            # ceil mode so that odd sizes follow the strided conv (57 -> 29)
+            h = F.avg_pool2d(h, 2, 2, ceil_mode=True, count_include_pad=False)
+            if h.shape[-2:] != x.shape[-2:]:
+                raise RuntimeError(f"state {tuple(h.shape)} cannot follow features {tuple(x.shape)}")
+        h = self.update_state(h, out, stage, index, block)
+        return x, h
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor:
+        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
+        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+
+    def run_stage(self, s: int, x, h):
+        for j, block in enumerate(self.stages()[s]):
+            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                x, h = checkpoint(self.block_step, block, x, h, s, j, use_reentrant=False)
+            else:
+                x, h = self.block_step(block, x, h, s, j)
+        return x, h
+
+    def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final features and final state."""
+        x = self.stem(x)
+        h = self.initial_state(x)
+        for s in range(len(self.stages())):
+            x, h = self.run_stage(s, x, h)
+        return x, h
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, h = self.forward_state(x)
+        if self.head_concat:
+            h = F.relu(self.head_norm(h.to(x.dtype)))
+            x = torch.cat([x, h], dim=1)
+        return x
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices=None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's feature API: stem output (index 0) and the four stage outputs (1..4)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stages()) + 1, indices)
+        intermediates = []
+        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
+        x = self.act1(self.bn1(self.conv1(x)))
+        if 0 in take:
+            intermediates.append(x)
+        x = self.maxpool(x)
+        h = self.initial_state(x)
+        last = max_index if stop_early else len(self.stages())
+        for s in range(last):
+            x, h = self.run_stage(s, x, h)
+            if s + 1 in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if self.head_concat:
+            x = torch.cat([x, F.relu(self.head_norm(h.to(x.dtype)))], dim=1)
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        take, max_index = feature_take_indices(len(self.stages()) + 1, indices)
+        for n in self.stage_names[max_index:]:
+            setattr(self, n, nn.Sequential())
+        if max_index == 0:
+            self.maxpool = nn.Identity()
+        if max_index < len(self.stage_names):
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+            self.head_concat = False
+        if prune_head or max_index < len(self.stage_names):
+            self.reset_classifier(0, "")
+        return take
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        self.num_classes = num_classes
+        if global_pool is None:
+            global_pool = self.global_pool.pool_type
+        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
+
+    # -- warm start from a vanilla timm ResNet ----------------------------------------------
+    def load_vanilla_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True):
+        """Load a vanilla timm ResNet checkpoint of the same depth.
+
+        The first conv of every block gets the vanilla weights in its first `C_in` input slots
+        and zeros in the `state_chs` new ones, so the model's features equal the vanilla model's
+        until the new slots learn. The fc is widened the same way when `head_concat` is on.
+        Parameters that the vanilla model lacks keep their own init. Returns the missing keys.
+        """
+        own = self.state_dict()
+        new = {}
+        for k, v in state_dict.items():
+            if k not in own:
+                if strict:
+                    raise ValueError(f"checkpoint key {k!r} does not exist in {type(self).__name__}")
+                continue
+            target = own[k]
+            if v.shape == target.shape:
+                new[k] = v
+            elif k.endswith("conv1.weight") and v.shape[1] + self.state_chs == target.shape[1] and v.shape[0] == target.shape[0]:
+                w = torch.zeros_like(target)
+                w[:, : v.shape[1]] = v
+                new[k] = w
+            elif k == "fc.weight" and self.head_concat and v.shape[1] + self.state_chs == target.shape[1]:
+                w = torch.zeros_like(target)
+                w[:, : v.shape[1]] = v
+                new[k] = w
+            else:
+                raise ValueError(
+                    f"checkpoint tensor {k!r} has shape {tuple(v.shape)}, model expects {tuple(target.shape)}: "
+                    "is it the same depth, in_chans and num_classes?"
+                )
+        missing = [k for k in own if k not in new]
+        self.load_state_dict(new, strict=False)
+        return missing
+
+
+def widen_input(conv: nn.Conv2d, extra: int) -> None:
+    """Add `extra` input channels to a conv in place (kaiming fan-out init, as timm's ResNet)."""
+    w = torch.empty(conv.out_channels, conv.in_channels + extra, *conv.kernel_size, dtype=conv.weight.dtype)
+    nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+    conv.weight = nn.Parameter(w)
+    conv.in_channels += extra

@@ -1,0 +1,239 @@
+"""S6LA on ResNets (paper §4.2, Algorithm 1; design note s6la.md §1–2).
+
+A state `h ∈ (B, N, H, W)` runs alongside the feature maps. Block t reads `[X^{t-1}, h^{t-1}]`
+through its (widened) first conv; its residual-branch output `O` then drives the update
+
+    u   = conv_out_s(O)                 1×1 conv C_s → N, shared by the blocks of stage s
+    z   = mean_{H,W}(u)                 summary for the selective parameters
+    Δ   = softplus(W_Δ z + b_Δ),  B = W_B z,  A = -exp(A_log)
+    h^t = exp(Δ A) ⊙ h^{t-1} + Δ B ⊙ u
+
+The update of the last block is not built unless the head reads `h` (`head_concat=True`):
+nothing downstream would see it, so its parameters would never get a gradient.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+from timm.models._builder import build_model_with_cfg
+
+from ..ssm import SelectiveParams, ssm_step
+from ._resnet_base import ARCHS, StatefulResNet, small_resnet_kwargs
+from .small_resnet import small_cfg
+
+__all__ = ["S6LAResNet"]
+
+H0_MODES = ("learned", "random", "zeros")
+U_NORMS = (None, "rms")
+
+
+class S6LAResNet(StatefulResNet):
+    """timm ResNet with S6LA layer aggregation.
+
+    Args:
+        d_state: N, channels of the state (paper default 32).
+        selective: False makes Δ and B learned per-block constants (ablation "w/o selective").
+        h0: "learned" (Kaiming-normal init), "random" (re-drawn every training forward, zeros in
+            eval: the paper's "w/o trainable h") or "zeros".
+        x_to_h: False never updates the state from the layers; `h0` is carried (and pooled)
+            through the whole net unchanged (ablation "X does not influence h").
+        head_concat: RLA-style head that also reads the final state.
+        dt_min, dt_max, dt_floor: initial range of the step sizes Δ.
+        u_norm: normalisation of `u = conv_out(O)` before it enters the state: None, or "rms"
+            (parameter-free, per sample over (N, H, W)), which keeps the input term on the scale
+            of the state whatever the scale of the block outputs.
+        small_image: CIFAR-style stem for 28–32 px images.
+        **kwargs: timm `ResNet` arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        d_state: int = 32,
+        selective: bool = True,
+        h0: str = "learned",
+        x_to_h: bool = True,
+        head_concat: bool = False,
+        dt_min: float = 1e-2,
+        dt_max: float = 1.0,
+        dt_floor: float = 1e-4,
+        u_norm: str | None = "rms",
+        small_image: bool = False,
+        **kwargs,
+    ):
+        if h0 not in H0_MODES:
+            raise ValueError(f"h0 must be one of {H0_MODES}, got {h0!r}")
+        if u_norm not in U_NORMS:
+            raise ValueError(f"u_norm must be one of {U_NORMS}, got {u_norm!r}")
+        if d_state < 1:
+            raise ValueError(f"d_state must be positive, got {d_state}")
+        super().__init__(state_chs=d_state, small_image=small_image, head_concat=head_concat, **kwargs)
+        self.d_state = d_state
+        self.h0_mode = h0
+        self.x_to_h = x_to_h
+        self.u_norm = u_norm
+        self.state_ablation: str | None = None  # diagnostics only: "inject" drops Δ·B·u
+        self._record: list | None = None
+
+        if h0 == "learned":
+            self.h0 = nn.Parameter(torch.empty(1, d_state, 1, 1))
+            nn.init.kaiming_normal_(self.h0)  # fan_in = N, std √(2/N)
+        else:
+            self.h0 = None
+
+        stages = self.stages()
+        if x_to_h:
+            self.conv_out = nn.ModuleList(nn.Conv2d(_out_chs(st), d_state, 1, bias=False) for st in stages)
+            for conv in self.conv_out:
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            last = stages[-1][-1]
+            for block in self.blocks():
+                if block is last and not head_concat:
+                    continue
+                block.s6la = SelectiveParams(
+                    d_state, d_state, d_state, selective=selective, dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor
+                )
+        else:
+            self.conv_out = None
+
+    def initial_state(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, hh, ww = x.shape
+        if self.h0 is not None:
+            return self.h0.float().expand(b, -1, hh, ww)
+        h = x.new_zeros(b, self.d_state, hh, ww, dtype=torch.float32)
+        if self.h0_mode == "random" and self.training:
+            h.normal_(0.0, math.sqrt(2.0 / self.d_state))  # the learned h0's init distribution
+        return h
+
+    def update_state(self, h, out, stage, index, block):
+        step = getattr(block, "s6la", None)
+        if step is None:
+            return h
+        u = self.conv_out[stage](out)
+        if self.u_norm == "rms":
+            uf = u.float()
+            u = uf * torch.rsqrt(uf.square().mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
+        delta, b = step(u.mean(dim=(2, 3)))
+        terms = ssm_step(h, delta[:, :, None, None], step.A[:, None, None], b[:, :, None, None] * u)
+        if self._record is not None:
+            self._record.append(
+                dict(
+                    block=f"layer{stage + 1}.{index}",
+                    rms_decay=terms.decay.detach().square().mean().sqrt().item(),
+                    rms_inject=terms.inject.detach().square().mean().sqrt().item(),
+                    delta_mean=delta.detach().mean().item(),
+                )
+            )
+        return terms.decay if self.state_ablation == "inject" else terms.h
+
+    @torch.no_grad()
+    def state_diagnostics(self, x: torch.Tensor) -> list[dict]:
+        """Per state update: RMS of the decay term exp(ΔA)·h and of the input term Δ·B·u, their
+        ratio, and the mean Δ, on the batch `x` (in the model's current train/eval mode)."""
+        self._record = []
+        try:
+            self.forward_state(x)
+            rows = self._record
+        finally:
+            self._record = None
+        for r in rows:
+            r["inject_over_decay"] = r["rms_inject"] / max(r["rms_decay"], 1e-12)
+        return rows
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"h0"}
+        for name, module in self.named_modules():
+            if isinstance(module, SelectiveParams):
+                names |= {f"{name}.{p}" for p in module.no_weight_decay()}
+        return names
+
+
+def _out_chs(stage: nn.Sequential) -> int:
+    last = stage[-1]
+    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+
+
+def _cfg(**kwargs):
+    return dict(
+        url="",
+        num_classes=1000,
+        input_size=(3, 224, 224),
+        pool_size=(7, 7),
+        crop_pct=0.875,
+        interpolation="bilinear",
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        first_conv="conv1",
+        classifier="fc",
+        **kwargs,
+    )
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        **{f"s6la_resnet{d}": _cfg() for d in ARCHS},
+        **{f"s6la_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
+    }
+)
+
+
+def _create(variant: str, pretrained: bool = False, n_features: int = 5, **kwargs) -> S6LAResNet:
+    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
+    return build_model_with_cfg(S6LAResNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+
+
+def _imagenet(depth: int, pretrained: bool, **kwargs) -> S6LAResNet:
+    block, layers = ARCHS[depth]
+    return _create(f"s6la_resnet{depth}", pretrained, block=block, layers=layers, **kwargs)
+
+
+def _small(depth: int, pretrained: bool, **kwargs) -> S6LAResNet:
+    # N=16 by default here: the first stage is only 16 channels wide
+    kwargs.setdefault("d_state", 16)
+    return _create(
+        f"s6la_cifar_resnet{depth}", pretrained, n_features=4, small_image=True, **small_resnet_kwargs(depth), **kwargs
+    )
+
+
+@register_model
+def s6la_resnet18(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _imagenet(18, pretrained, **kwargs)
+
+
+@register_model
+def s6la_resnet34(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _imagenet(34, pretrained, **kwargs)
+
+
+@register_model
+def s6la_resnet50(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _imagenet(50, pretrained, **kwargs)
+
+
+@register_model
+def s6la_resnet101(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _imagenet(101, pretrained, **kwargs)
+
+
+@register_model
+def s6la_resnet152(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _imagenet(152, pretrained, **kwargs)
+
+
+@register_model
+def s6la_cifar_resnet20(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _small(20, pretrained, **kwargs)
+
+
+@register_model
+def s6la_cifar_resnet56(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _small(56, pretrained, **kwargs)
+
+
+@register_model
+def s6la_cifar_resnet110(pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return _small(110, pretrained, **kwargs)

@@ -1,0 +1,147 @@
+"""The selective state-space step shared by every S6LA variant (and by S7).
+
+One step of a diagonal selective SSM, discretised as in Mamba:
+
+    A  = -exp(A_log)                 diagonal, A_log initialised to log(1..N)  (S4D-real)
+    Δ  = softplus(W_Δ z + b_Δ)        input-dependent step size, b_Δ from Mamba's dt init
+    B  = W_B z                        input-dependent input matrix
+    Ā  = exp(Δ A)                     zero-order hold
+    B̄  = Δ B                          Euler
+    h' = Ā ⊙ h + B̄ ⊙ u
+
+`z` is a summary of the current layer output (a pooled feature map, a class token) and `u` is
+the signal that enters the state. How Δ, B and u broadcast against `h` depends on the backbone,
+so callers shape them and call `ssm_step`; everything else (parameters, inits, numerics) lives
+here. The state arithmetic always runs in float32, also under autocast: exp(ΔA) of a bf16 Δ
+loses the small decays that carry information across many steps.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step"]
+
+
+def s4d_real_a_log(d_state: int, *lead: int) -> torch.Tensor:
+    """`log(1..N)` along the last axis, broadcast over `lead` axes (Mamba's `A_log` init)."""
+    a = torch.arange(1, d_state + 1, dtype=torch.float32).log()
+    return a.expand(*lead, d_state).clone()
+
+
+def mamba_dt_bias(
+    n: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4, generator=None
+) -> torch.Tensor:
+    """Bias `b` with softplus(b) = dt, dt log-uniform in [dt_min, dt_max] and floored at dt_floor."""
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+    u = torch.rand(n, generator=generator, dtype=torch.float64)
+    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
+    # inverse of softplus: b = dt + log(1 - exp(-dt))
+    return (dt + torch.log(-torch.expm1(-dt))).float()
+
+
+class StepTerms(NamedTuple):
+    """The new state and its two parts, kept for diagnostics (no extra compute)."""
+
+    h: torch.Tensor
+    decay: torch.Tensor  # exp(ΔA) ⊙ h_prev
+    inject: torch.Tensor  # ΔB ⊙ u
+
+
+def ssm_step(h: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, b_u: torch.Tensor) -> StepTerms:
+    """`h' = exp(delta*A) * h + delta * b_u`, all arguments broadcastable, computed in float32.
+
+    `b_u` is B ⊙ u already broadcast to the state's layout; `delta` multiplies both terms.
+    """
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        delta = delta.float()
+        decay = torch.exp(delta * A.float()) * h.float()
+        inject = delta * b_u.float()
+        return StepTerms(decay + inject, decay, inject)
+
+
+class SelectiveParams(nn.Module):
+    """Δ, B and A of one selective SSM step.
+
+    Args:
+        d_in: width of the summary vector `z` that Δ and B are computed from.
+        d_delta: number of independent step sizes (N for CNN states, D for token states).
+        d_state: N, the state size; B has N entries.
+        a_shape: shape of `A_log` (its last axis must be N); defaults to `(d_state,)`.
+        dt_rank: None for a full `d_in → d_delta` Δ projection, an int r for Mamba's low-rank
+            `d_in → r → d_delta`.
+        selective: False makes Δ and B learned constants (the paper's "w/o selective" ablation).
+        dt_min, dt_max, dt_floor: range of the initial step sizes (Mamba's dt init).
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_delta: int,
+        d_state: int,
+        a_shape: tuple[int, ...] | None = None,
+        dt_rank: int | None = None,
+        selective: bool = True,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_floor: float = 1e-4,
+    ):
+        super().__init__()
+        a_shape = tuple(a_shape or (d_state,))
+        if a_shape[-1] != d_state:
+            raise ValueError(f"A_log's last axis must be d_state={d_state}, got shape {a_shape}")
+        self.d_in, self.d_delta, self.d_state = d_in, d_delta, d_state
+        self.selective = selective
+        self.dt_range = (dt_min, dt_max, dt_floor)
+        self.A_log = nn.Parameter(s4d_real_a_log(d_state, *a_shape[:-1]))
+        if selective:
+            if dt_rank is None:
+                self.dt_down = None
+                self.dt_up = nn.Linear(d_in, d_delta)
+            else:
+                self.dt_down = nn.Linear(d_in, dt_rank, bias=False)
+                self.dt_up = nn.Linear(dt_rank, d_delta)
+            self.wB = nn.Linear(d_in, d_state, bias=False)
+        else:
+            self.dt_bias = nn.Parameter(torch.zeros(d_delta))
+            self.B = nn.Parameter(torch.ones(d_state))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Mamba's init. Call again after a backbone's generic re-init, which would overwrite it."""
+        self.A_log.copy_(s4d_real_a_log(self.d_state, *self.A_log.shape[:-1]))
+        bias = mamba_dt_bias(self.d_delta, *self.dt_range)
+        if self.selective:
+            r = self.dt_up.in_features
+            nn.init.uniform_(self.dt_up.weight, -(r**-0.5), r**-0.5)
+            self.dt_up.bias.copy_(bias)
+            if self.dt_down is not None:
+                self.dt_down.reset_parameters()
+            self.wB.reset_parameters()
+        else:
+            self.dt_bias.copy_(bias)
+            self.B.fill_(1.0)
+
+    @property
+    def A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log.float())
+
+    def no_weight_decay(self) -> set[str]:
+        return {"A_log", "dt_bias" if not self.selective else "dt_up.bias"}
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Δ of shape (batch, d_delta) and B of shape (batch, d_state), both float32."""
+        if not self.selective:
+            delta = F.softplus(self.dt_bias.float()).expand(z.shape[0], -1)
+            return delta, self.B.float().expand(z.shape[0], -1)
+        x = z if self.dt_down is None else self.dt_down(z)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            delta = F.softplus(self.dt_up(x.float()))
+        return delta, self.wB(z).float()
