@@ -25,7 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step"]
+__all__ = ["s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step", "state_float"]
+
+
+def state_float(t: torch.Tensor) -> torch.Tensor:
+    """`t` in the state's precision: float32, or float64 for a float64 model (reference tests)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def s4d_real_a_log(d_state: int, *lead: int) -> torch.Tensor:
@@ -60,9 +65,9 @@ def ssm_step(h: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, b_u: torch.T
     `b_u` is B ⊙ u already broadcast to the state's layout; `delta` multiplies both terms.
     """
     with torch.autocast(device_type=h.device.type, enabled=False):
-        delta = delta.float()
-        decay = torch.exp(delta * A.float()) * h.float()
-        inject = delta * b_u.float()
+        delta = state_float(delta)
+        decay = torch.exp(delta * state_float(A)) * state_float(h)
+        inject = delta * state_float(b_u)
         return StepTerms(decay + inject, decay, inject)
 
 
@@ -131,17 +136,17 @@ class SelectiveParams(nn.Module):
 
     @property
     def A(self) -> torch.Tensor:
-        return -torch.exp(self.A_log.float())
+        return -torch.exp(state_float(self.A_log))
 
     def no_weight_decay(self) -> set[str]:
         return {"A_log", "dt_bias" if not self.selective else "dt_up.bias"}
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Δ of shape (batch, d_delta) and B of shape (batch, d_state), both float32."""
+        """Δ of shape (batch, d_delta) and B of shape (batch, d_state), both in state precision."""
         if not self.selective:
-            delta = F.softplus(self.dt_bias.float()).expand(z.shape[0], -1)
-            return delta, self.B.float().expand(z.shape[0], -1)
+            delta = F.softplus(state_float(self.dt_bias)).expand(z.shape[0], -1)
+            return delta, state_float(self.B).expand(z.shape[0], -1)
         x = z if self.dt_down is None else self.dt_down(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            delta = F.softplus(self.dt_up(x.float()))
-        return delta, self.wB(z).float()
+            delta = F.softplus(self.dt_up(state_float(x)))
+        return delta, state_float(self.wB(z))

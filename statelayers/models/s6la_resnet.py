@@ -21,7 +21,7 @@ import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 from timm.models._builder import build_model_with_cfg
 
-from ..ssm import SelectiveParams, ssm_step
+from ..ssm import SelectiveParams, ssm_step, state_float
 from ._resnet_base import ARCHS, StatefulResNet, small_resnet_kwargs
 from .small_resnet import small_cfg
 
@@ -103,8 +103,8 @@ class S6LAResNet(StatefulResNet):
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         b, _, hh, ww = x.shape
         if self.h0 is not None:
-            return self.h0.float().expand(b, -1, hh, ww)
-        h = x.new_zeros(b, self.d_state, hh, ww, dtype=torch.float32)
+            return state_float(self.h0).expand(b, -1, hh, ww)
+        h = state_float(x.new_zeros(b, self.d_state, hh, ww))
         if self.h0_mode == "random" and self.training:
             h.normal_(0.0, math.sqrt(2.0 / self.d_state))  # the learned h0's init distribution
         return h
@@ -115,7 +115,7 @@ class S6LAResNet(StatefulResNet):
             return h
         u = self.conv_out[stage](out)
         if self.u_norm == "rms":
-            uf = u.float()
+            uf = state_float(u)
             u = uf * torch.rsqrt(uf.square().mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
         delta, b = step(u.mean(dim=(2, 3)))
         terms = ssm_step(h, delta[:, :, None, None], step.A[:, None, None], b[:, :, None, None] * u)
