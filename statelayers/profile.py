@@ -1,0 +1,278 @@
+"""Parameter and MAC counts of a model, and the paper's reported counts to compare them with.
+
+Conventions
+-----------
+* **Parameters** are ``sum(p.numel() for p in model.parameters())``: every parameter tensor,
+  including bare ``nn.Parameter`` s such as S6LA's ``h0`` and ``A_log``. (The RLA/MRLA repos
+  count with thop, which skips bare parameters, so their numbers can be lower.)
+* **MACs** (multiply–accumulates) of one forward pass at batch 1, in eval mode, counted with
+  torch's own :class:`torch.utils.flop_counter.FlopCounterMode`. That counter reports FLOPs as
+  2 × MACs for matmul / linear / convolution / attention (``2·M·N·K`` for a matmul), so
+  :func:`count_macs` returns its total divided by 2. The papers' "FLOPs" column is in fact MACs
+  (ResNet-50 "4.1 B"), so GMACs here are what to compare with it. Only those ops are counted:
+  bias adds, BatchNorm, activations, pooling and element-wise ops (e.g. the S6 state update
+  ``exp(ΔA)·h + ΔB·u``) are free, which is why these totals sit a little below fvcore's or
+  thop's (design note s6la.md §6).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "PAPER_TABLES",
+    "PaperRow",
+    "Measured",
+    "ComparisonRow",
+    "count_params",
+    "count_macs",
+    "paper_table",
+    "measure",
+    "compare_to_paper",
+    "format_comparison",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# counting
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements, ``sum(p.numel())`` (shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def _custom_flop_mapping() -> dict:
+    # FlopCounterMode registers the CUDA fused-attention kernels but not the CPU one that
+    # F.scaled_dot_product_attention dispatches to here; without this, timm's fused attention
+    # (ViT, Swin, ...) would count as zero.
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    return {op: _sdpa_cpu_flops} if op is not None else {}
+
+
+def _as_input_shape(input_size: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in input_size)
+    if not shape or min(shape) < 1:
+        raise ValueError(f"input_size must be a non-empty shape without the batch dim, got {tuple(input_size)}")
+    return (1, *shape)
+
+
+def _total_flops(model: nn.Module, shape: tuple[int, ...], fake: bool) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def run() -> int:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_custom_flop_mapping()) as counter:
+            model(torch.zeros(shape))
+        return counter.get_total_flops()
+
+    if not fake:
+        return run()
+    # Shapes are all the counter needs, so run the forward on fake tensors (no arithmetic is
+    # done; 2-4x faster on CPU for the ResNets). Tensors keep their device type, unlike "meta",
+    # so code such as `torch.autocast(device_type=x.device.type)` still runs. A model whose
+    # forward depends on values (`.item()`, data-dependent shapes) falls back to a real forward.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    try:
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            return run()
+    except Exception:
+        return run()
+
+
+def count_macs(model: nn.Module, input_size: Sequence[int], fake: bool = False) -> int:
+    """Multiply–accumulates of one eval-mode forward pass on a batch of one.
+
+    ``input_size`` is the shape of one sample, without the batch dim: ``(C, H, W)`` for an image
+    model (the forward gets ``torch.zeros(1, *input_size)``). The count comes from
+    :class:`torch.utils.flop_counter.FlopCounterMode`, which reports FLOPs = 2 × MACs for
+    matmul / linear / convolution / attention; the value returned is that total divided by 2.
+    Bias adds, normalisation, activations, pooling and element-wise ops are not counted.
+    ``fake=True`` runs the forward on fake tensors (shapes only, same count, 2-4x faster); it
+    falls back to a real forward if the model needs real values. Use it only on a throwaway
+    model: a module that caches tensors during forward would keep fake ones. The model's
+    train/eval mode is restored afterwards.
+    """
+    shape = _as_input_shape(input_size)
+    was_training = model.training
+    model.eval()
+    try:
+        flops = _total_flops(model, shape, fake)
+    finally:
+        model.train(was_training)
+    return flops // 2
+
+
+# ---------------------------------------------------------------------------------------------
+# paper values
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of a paper table: ``params_m`` in millions, ``flops_g`` in billions (= GMACs)."""
+
+    backbone: str  # e.g. "ResNet-50"
+    method: str  # e.g. "S6LA"
+    model: str  # timm model name that builds it
+    params_m: float
+    flops_g: float
+    source: str
+
+
+_T1 = "paper Table 1 (From Layers to States, arXiv:2502.10463)"
+
+# paper Table 1 (ImageNet-1K, 224x224): Params (M) and FLOPs (B) as printed. The table's other rows
+# (SE, CBAM, A2, AA, NL, GC, ECA) are not reproduced here: timm has no exact match for most of them.
+PAPER_TABLES: dict[str, tuple[PaperRow, ...]] = {
+    "resnet": (
+        PaperRow("ResNet-50", "Vanilla", "resnet50", 25.6, 4.1, _T1),
+        PaperRow("ResNet-50", "RLA", "rla_resnet50", 25.9, 4.3, _T1),
+        PaperRow("ResNet-50", "MRLA", "mrla_resnet50", 25.7, 4.6, _T1),
+        PaperRow("ResNet-50", "S6LA", "s6la_resnet50", 25.8, 4.4, _T1),
+        PaperRow("ResNet-101", "Vanilla", "resnet101", 44.5, 7.8, _T1),
+        PaperRow("ResNet-101", "RLA", "rla_resnet101", 45.0, 8.2, _T1),
+        PaperRow("ResNet-101", "MRLA", "mrla_resnet101", 44.9, 8.5, _T1),
+        PaperRow("ResNet-101", "S6LA", "s6la_resnet101", 45.0, 8.3, _T1),
+        PaperRow("ResNet-152", "Vanilla", "resnet152", 60.2, 11.6, _T1),
+        PaperRow("ResNet-152", "RLA", "rla_resnet152", 60.8, 12.1, _T1),
+        PaperRow("ResNet-152", "MRLA", "mrla_resnet152", 60.7, 12.4, _T1),
+        PaperRow("ResNet-152", "S6LA", "s6la_resnet152", 60.8, 12.2, _T1),
+    ),
+}
+
+
+def paper_table(name: str) -> tuple[PaperRow, ...]:
+    """The rows of the paper table ``name`` (see :data:`PAPER_TABLES`)."""
+    try:
+        return PAPER_TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown paper table {name!r}; available: {', '.join(sorted(PAPER_TABLES))}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring timm models
+
+
+@dataclass(frozen=True)
+class Measured:
+    model: str
+    params: int
+    macs: int
+    input_size: tuple[int, int, int]
+    num_classes: int
+
+
+def measure(
+    model_name: str,
+    img_size: int | None = None,
+    in_chans: int | None = None,
+    num_classes: int | None = None,
+    fake: bool = True,
+) -> Measured:
+    """Build the timm model ``model_name`` (random init) and count its params and MACs.
+
+    Defaults for the image size and channels come from the model's ``pretrained_cfg['input_size']``;
+    ``in_chans`` / ``num_classes`` are passed to ``timm.create_model`` only when given. Raises
+    ``RuntimeError`` (from timm) for an unknown name; check with ``timm.is_model`` first.
+    """
+    import timm
+
+    import statelayers  # noqa: F401  (registers the statelayers models)
+
+    kwargs: dict = {}
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if img_size is not None:
+        cfg = timm.models.get_pretrained_cfg(model_name)
+        if cfg is not None and cfg.fixed_input_size:  # e.g. ViT: position embeddings depend on it
+            kwargs["img_size"] = img_size
+    model = timm.create_model(model_name, pretrained=False, **kwargs)
+    cfg_c, cfg_h, cfg_w = model.pretrained_cfg.get("input_size", (3, 224, 224))
+    input_size = (
+        in_chans if in_chans is not None else cfg_c,
+        img_size if img_size is not None else cfg_h,
+        img_size if img_size is not None else cfg_w,
+    )
+    return Measured(
+        model=model_name,
+        params=count_params(model),
+        macs=count_macs(model, input_size, fake=fake),
+        input_size=input_size,
+        num_classes=getattr(model, "num_classes", num_classes if num_classes is not None else -1),
+    )
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    paper: PaperRow
+    measured: Measured | None  # None: model not registered (yet)
+
+
+def compare_to_paper(name: str, select: str | None = None, fake: bool = True) -> list[ComparisonRow]:
+    """Measure every model of paper table ``name`` at the paper's 224x224 / 1000 classes.
+
+    ``select`` is an optional glob on the timm model name (``"*50"``). Rows whose model is not
+    registered with timm are returned with ``measured=None`` and not built.
+    """
+    import timm
+
+    import statelayers  # noqa: F401
+
+    rows = []
+    for row in paper_table(name):
+        if select is not None and not fnmatch.fnmatch(row.model, select):
+            continue
+        measured = measure(row.model, img_size=224, num_classes=1000, fake=fake) if timm.is_model(row.model) else None
+        rows.append(ComparisonRow(row, measured))
+    return rows
+
+
+def _signed(x: float) -> str:
+    s = f"{x:+.3f}"
+    return "+0.000" if s == "-0.000" else s
+
+
+def format_comparison(rows: Sequence[ComparisonRow]) -> str:
+    """Aligned text table: paper params / FLOPs beside measured params (M) / GMACs, and the differences."""
+    header = ("backbone", "method", "timm model", "paper M", "ours M", "dM", "paper G", "ours GMAC", "dG")
+    lines: list[tuple[str, ...]] = [header]
+    skipped = []
+    for r in rows:
+        p, m = r.paper, r.measured
+        if m is None:
+            skipped.append(p.model)
+            ours_p = ours_g = d_p = d_g = "-"
+        else:
+            mp, mg = m.params / 1e6, m.macs / 1e9
+            ours_p, ours_g = f"{mp:.3f}", f"{mg:.3f}"
+            d_p, d_g = _signed(mp - p.params_m), _signed(mg - p.flops_g)
+        lines.append((p.backbone, p.method, p.model, f"{p.params_m:.1f}", ours_p, d_p, f"{p.flops_g:.1f}", ours_g, d_g))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    left = 3  # first three columns are text, the rest numbers
+
+    def fmt(line: tuple[str, ...]) -> str:
+        cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))]
+        return "  ".join(cells).rstrip()
+
+    out = [fmt(lines[0]), "  ".join("-" * w for w in widths)]
+    out += [fmt(line) for line in lines[1:]]
+    sources = sorted({r.paper.source for r in rows})
+    out.append("")
+    out.append(f"paper: {'; '.join(sources)}; Params (M) and FLOPs (B) as printed, the FLOPs being MACs.")
+    out.append("ours: params = numel; GMACs = torch FlopCounterMode FLOPs / 2 (conv/linear/matmul only); 1x3x224x224.")
+    if skipped:
+        out.append(f"not registered (skipped): {', '.join(skipped)}")
+    return "\n".join(out)
