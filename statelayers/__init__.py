@@ -1,8 +1,17 @@
 """statelayers: selective state-space models across depth (S6LA) and time (S7)."""
 
 from . import models  # noqa: F401  (registers the models with timm)
-from .models import S6LAResNet, SmallResNet
+from .models import MRLAResNet, RLAResNet, S6LAResNet, SmallResNet
 from .ssm import SelectiveParams, mamba_dt_bias, s4d_real_a_log, ssm_step
 
 __version__ = "0.1.0"
-__all__ = ["S6LAResNet", "SmallResNet", "SelectiveParams", "mamba_dt_bias", "s4d_real_a_log", "ssm_step"]
+__all__ = [
+    "MRLAResNet",
+    "RLAResNet",
+    "S6LAResNet",
+    "SmallResNet",
+    "SelectiveParams",
+    "mamba_dt_bias",
+    "s4d_real_a_log",
+    "ssm_step",
+]
