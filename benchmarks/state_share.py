@@ -26,8 +26,8 @@ import statelayers  # noqa: F401
 from statelayers.data import load_fashion_mnist
 
 SETTINGS = {
-    "mamba dt[1e-3,1e-1], raw u": dict(dt_min=1e-3, dt_max=1e-1, u_norm=None),
-    "dt[1e-2,1], raw u": dict(dt_min=1e-2, dt_max=1.0, u_norm=None),
+    "mamba dt[1e-3,1e-1], raw u": dict(dt_min=1e-3, dt_max=1e-1, u_norm="none"),
+    "dt[1e-2,1], raw u": dict(dt_min=1e-2, dt_max=1.0, u_norm="none"),
     "mamba dt[1e-3,1e-1], rms u": dict(dt_min=1e-3, dt_max=1e-1, u_norm="rms"),
     "dt[1e-2,1], rms u (default)": dict(dt_min=1e-2, dt_max=1.0, u_norm="rms"),
 }
@@ -123,7 +123,8 @@ def run(name, kw, args, data, seed):
         acc_no_inject=accuracy(model, xte, yte, ablation="inject"),
         acc_h0_zero=accuracy(model, xte, yte, zero_state=True),
         ratio_min=min(ratios), ratio_med=statistics.median(ratios), ratio_max=max(ratios),
-        delta_rel_move=d_move, a_log_move=a_move, sel_w_move=rel_move(sel0), conv_w_move=rel_move(conv0), spread=final_state_spread(model, xte[:256]), train_s=train_s,
+        delta_rel_move=d_move, a_log_move=a_move, sel_w_move=rel_move(sel0), conv_w_move=rel_move(conv0),
+        spread=final_state_spread(model, xte[:256]), train_s=train_s,
     )
     print(f"{name:32s} seed {seed}: " + "  ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items()), flush=True)

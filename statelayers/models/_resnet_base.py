@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import create_classifier
+from timm.models._builder import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch.utils.checkpoint import checkpoint
@@ -31,6 +32,9 @@ __all__ = [
     "StatefulResNet",
     "ARCHS",
     "SMALL_DEPTHS",
+    "imagenet_cfg",
+    "small_cfg",
+    "build_resnet",
 ]
 
 # blocks per stage of the ImageNet ResNets (He et al. 2016)
@@ -44,6 +48,30 @@ ARCHS: dict[int, tuple[type, tuple[int, ...]]] = {
 # CIFAR-style ResNets (He et al. 2016, §4.2): 6n+2 layers, BasicBlock, 16/32/64 channels
 SMALL_DEPTHS = (20, 32, 44, 56, 110)
 SMALL_CHANNELS = (16, 32, 64)
+
+
+def imagenet_cfg(**kwargs) -> dict:
+    """timm pretrained-cfg of an ImageNet ResNet (no weights are published: `url` is empty)."""
+    return dict(
+        url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
+        interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        first_conv="conv1", classifier="fc", **kwargs,
+    )
+
+
+def small_cfg(**kwargs) -> dict:
+    """timm pretrained-cfg of a small-image ResNet: Fashion-MNIST-like 1×28×28, 10 classes."""
+    return imagenet_cfg(
+        **{"num_classes": 10, "input_size": (1, 28, 28), "crop_pct": 1.0, "mean": (0.5,), "std": (0.5,), **kwargs}
+    )
+
+
+def build_resnet(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
+    """timm's builder with the feature API routed through `forward_intermediates`
+    (the stage-by-stage rewrite timm uses by default cannot thread a state)."""
+    n_features = 4 if "cifar_" in variant else 5
+    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
+    return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
 def residual_branch(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
@@ -150,7 +178,8 @@ class StatefulResNet(ResNet):
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update_state(self, h: torch.Tensor, out: torch.Tensor, stage: int, index: int, block: nn.Module) -> torch.Tensor:
+    def update_state(self, h: torch.Tensor, out: torch.Tensor, stage: int, index: int, block: nn.Module):
+        """The state after `block` (index `index` of stage `stage`) whose residual branch gave `out`."""
         raise NotImplementedError
 
     # -- the depth recurrence --------------------------------------------------------------
@@ -261,11 +290,7 @@ class StatefulResNet(ResNet):
             target = own[k]
             if v.shape == target.shape:
                 new[k] = v
-            elif k.endswith("conv1.weight") and v.shape[1] + self.state_chs == target.shape[1] and v.shape[0] == target.shape[0]:
-                w = torch.zeros_like(target)
-                w[:, : v.shape[1]] = v
-                new[k] = w
-            elif k == "fc.weight" and self.head_concat and v.shape[1] + self.state_chs == target.shape[1]:
+            elif widened_by_state(k, v, target, self.state_chs, self.head_concat):
                 w = torch.zeros_like(target)
                 w[:, : v.shape[1]] = v
                 new[k] = w
@@ -277,6 +302,15 @@ class StatefulResNet(ResNet):
         missing = [k for k in own if k not in new]
         self.load_state_dict(new, strict=False)
         return missing
+
+
+def widened_by_state(key: str, old: torch.Tensor, new: torch.Tensor, state_chs: int, head_concat: bool) -> bool:
+    """Is `new` the vanilla tensor `old` with `state_chs` more inputs (a block's conv1, or the fc
+    of a head that also reads the state)?"""
+    if old.ndim != new.ndim or old.shape[0] != new.shape[0] or old.shape[2:] != new.shape[2:]:
+        return False
+    is_widened = key.endswith("conv1.weight") or (key == "fc.weight" and head_concat)
+    return is_widened and old.shape[1] + state_chs == new.shape[1]
 
 
 def widen_input(conv: nn.Conv2d, extra: int) -> None:

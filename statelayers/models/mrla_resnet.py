@@ -37,7 +37,6 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
-from timm.models._builder import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -46,12 +45,14 @@ from ._resnet_base import (
     ARCHS,
     block_act,
     block_shortcut,
+    build_resnet,
     check_image_input,
+    imagenet_cfg,
     residual_branch,
+    small_cfg,
     small_resnet_kwargs,
     to_small_image_stem,
 )
-from .small_resnet import small_cfg
 
 __all__ = ["MRLALightAttention", "MRLALight", "MRLABasicBlock", "MRLABottleneck", "MRLAResNet", "eca_kernel_size"]
 
@@ -237,33 +238,17 @@ class MRLAResNet(ResNet):
         return set()
 
 
-def _cfg(**kwargs):
-    return dict(
-        url="",
-        num_classes=1000,
-        input_size=(3, 224, 224),
-        pool_size=(7, 7),
-        crop_pct=0.875,
-        interpolation="bilinear",
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        first_conv="conv1",
-        classifier="fc",
-        **kwargs,
-    )
-
 
 default_cfgs = generate_default_cfgs(
     {
-        **{f"mrla_resnet{d}": _cfg() for d in (50, 101, 152)},
+        **{f"mrla_resnet{d}": imagenet_cfg() for d in (50, 101, 152)},
         **{f"mrla_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
     }
 )
 
 
-def _create(variant: str, pretrained: bool = False, n_features: int = 5, **kwargs) -> MRLAResNet:
-    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
-    return build_model_with_cfg(MRLAResNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+def _create(variant: str, pretrained: bool = False, **kwargs) -> MRLAResNet:
+    return build_resnet(MRLAResNet, variant, pretrained, **kwargs)
 
 
 def _imagenet(depth: int, pretrained: bool, **kwargs) -> MRLAResNet:
@@ -273,7 +258,7 @@ def _imagenet(depth: int, pretrained: bool, **kwargs) -> MRLAResNet:
 
 def _small(depth: int, pretrained: bool, **kwargs) -> MRLAResNet:
     return _create(
-        f"mrla_cifar_resnet{depth}", pretrained, n_features=4, small_image=True, **small_resnet_kwargs(depth), **kwargs
+        f"mrla_cifar_resnet{depth}", pretrained, small_image=True, **small_resnet_kwargs(depth), **kwargs
     )
 
 

@@ -32,10 +32,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._builder import build_model_with_cfg
 
-from ._resnet_base import ARCHS, StatefulResNet, small_resnet_kwargs
-from .small_resnet import small_cfg
+from ._resnet_base import ARCHS, StatefulResNet, build_resnet, imagenet_cfg, small_cfg, small_resnet_kwargs
 
 __all__ = ["RLAResNet"]
 
@@ -81,33 +79,17 @@ class RLAResNet(StatefulResNet):
         return self.recurrent_conv[stage](torch.tanh(norm(h)))
 
 
-def _cfg(**kwargs):
-    return dict(
-        url="",
-        num_classes=1000,
-        input_size=(3, 224, 224),
-        pool_size=(7, 7),
-        crop_pct=0.875,
-        interpolation="bilinear",
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        first_conv="conv1",
-        classifier="fc",
-        **kwargs,
-    )
-
 
 default_cfgs = generate_default_cfgs(
     {
-        **{f"rla_resnet{d}": _cfg() for d in (50, 101, 152)},
+        **{f"rla_resnet{d}": imagenet_cfg() for d in (50, 101, 152)},
         **{f"rla_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
     }
 )
 
 
-def _create(variant: str, pretrained: bool = False, n_features: int = 5, **kwargs) -> RLAResNet:
-    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
-    return build_model_with_cfg(RLAResNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+def _create(variant: str, pretrained: bool = False, **kwargs) -> RLAResNet:
+    return build_resnet(RLAResNet, variant, pretrained, **kwargs)
 
 
 def _imagenet(depth: int, pretrained: bool, **kwargs) -> RLAResNet:
@@ -119,7 +101,7 @@ def _small(depth: int, pretrained: bool, **kwargs) -> RLAResNet:
     # k=16 by default here: the first stage is only 16 channels wide (as s6la_cifar's d_state)
     kwargs.setdefault("rla_channel", 16)
     return _create(
-        f"rla_cifar_resnet{depth}", pretrained, n_features=4, small_image=True, **small_resnet_kwargs(depth), **kwargs
+        f"rla_cifar_resnet{depth}", pretrained, small_image=True, **small_resnet_kwargs(depth), **kwargs
     )
 
 

@@ -19,16 +19,14 @@ import math
 import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
-from timm.models._builder import build_model_with_cfg
 
 from ..ssm import SelectiveParams, ssm_step, state_float
-from ._resnet_base import ARCHS, StatefulResNet, small_resnet_kwargs
-from .small_resnet import small_cfg
+from ._resnet_base import ARCHS, StatefulResNet, build_resnet, imagenet_cfg, small_cfg, small_resnet_kwargs
 
 __all__ = ["S6LAResNet"]
 
 H0_MODES = ("learned", "random", "zeros")
-U_NORMS = (None, "rms")
+U_NORMS = ("rms", "none")  # strings: timm.create_model drops None-valued kwargs
 
 
 class S6LAResNet(StatefulResNet):
@@ -43,7 +41,7 @@ class S6LAResNet(StatefulResNet):
             through the whole net unchanged (ablation "X does not influence h").
         head_concat: RLA-style head that also reads the final state.
         dt_min, dt_max, dt_floor: initial range of the step sizes Δ.
-        u_norm: normalisation of `u = conv_out(O)` before it enters the state: None, or "rms"
+        u_norm: normalisation of `u = conv_out(O)` before it enters the state: "none", or "rms"
             (parameter-free, per sample over (N, H, W)), which keeps the input term on the scale
             of the state whatever the scale of the block outputs.
         small_image: CIFAR-style stem for 28–32 px images.
@@ -61,7 +59,7 @@ class S6LAResNet(StatefulResNet):
         dt_min: float = 1e-2,
         dt_max: float = 1.0,
         dt_floor: float = 1e-4,
-        u_norm: str | None = "rms",
+        u_norm: str = "rms",
         small_image: bool = False,
         **kwargs,
     ):
@@ -157,33 +155,17 @@ def _out_chs(stage: nn.Sequential) -> int:
     return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
 
 
-def _cfg(**kwargs):
-    return dict(
-        url="",
-        num_classes=1000,
-        input_size=(3, 224, 224),
-        pool_size=(7, 7),
-        crop_pct=0.875,
-        interpolation="bilinear",
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        first_conv="conv1",
-        classifier="fc",
-        **kwargs,
-    )
-
 
 default_cfgs = generate_default_cfgs(
     {
-        **{f"s6la_resnet{d}": _cfg() for d in ARCHS},
+        **{f"s6la_resnet{d}": imagenet_cfg() for d in ARCHS},
         **{f"s6la_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
     }
 )
 
 
-def _create(variant: str, pretrained: bool = False, n_features: int = 5, **kwargs) -> S6LAResNet:
-    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
-    return build_model_with_cfg(S6LAResNet, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+def _create(variant: str, pretrained: bool = False, **kwargs) -> S6LAResNet:
+    return build_resnet(S6LAResNet, variant, pretrained, **kwargs)
 
 
 def _imagenet(depth: int, pretrained: bool, **kwargs) -> S6LAResNet:
@@ -195,7 +177,7 @@ def _small(depth: int, pretrained: bool, **kwargs) -> S6LAResNet:
     # N=16 by default here: the first stage is only 16 channels wide
     kwargs.setdefault("d_state", 16)
     return _create(
-        f"s6la_cifar_resnet{depth}", pretrained, n_features=4, small_image=True, **small_resnet_kwargs(depth), **kwargs
+        f"s6la_cifar_resnet{depth}", pretrained, small_image=True, **small_resnet_kwargs(depth), **kwargs
     )
 
 

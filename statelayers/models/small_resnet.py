@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import torch
 from timm.models import generate_default_cfgs, register_model
-from timm.models._builder import build_model_with_cfg
 from timm.models._features import feature_take_indices
 from timm.models.resnet import ResNet
 
-from ._resnet_base import check_image_input, small_resnet_kwargs, to_small_image_stem
+from ._resnet_base import build_resnet, check_image_input, small_cfg, small_resnet_kwargs, to_small_image_stem
 
 __all__ = ["SmallResNet"]
 
@@ -61,19 +60,12 @@ class SmallResNet(ResNet):
         return take
 
 
-def small_cfg(**kwargs):
-    return dict(
-        url="", num_classes=10, input_size=(1, 28, 28), pool_size=(7, 7), crop_pct=1.0,
-        interpolation="bilinear", mean=(0.5,), std=(0.5,), first_conv="conv1", classifier="fc", **kwargs,
-    )
-
 
 default_cfgs = generate_default_cfgs({f"cifar_resnet{d}": small_cfg() for d in (20, 56, 110)})
 
 
 def _create(depth: int, pretrained: bool, **kwargs) -> SmallResNet:
-    return build_model_with_cfg(
-        SmallResNet, f"cifar_resnet{depth}", pretrained, feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3)), **small_resnet_kwargs(depth), **kwargs)
+    return build_resnet(SmallResNet, f"cifar_resnet{depth}", pretrained, **small_resnet_kwargs(depth), **kwargs)
 
 
 @register_model
