@@ -141,8 +141,10 @@ def test_cifar_features_only(name):
 
 def test_rla_gradients_reach_recurrent_convs():
     torch.manual_seed(0)
-    # the official RLA init (zero_init_residual=False): every state parameter gets a gradient at once
-    model = timm.create_model("rla_cifar_resnet20", in_chans=1, zero_init_last=False)
+    # the official RLA init (zero_init_residual=False, our default): every state parameter gets a
+    # gradient at once
+    model = timm.create_model("rla_cifar_resnet20", in_chans=1)
+    assert model.layer1[0].bn2.weight.abs().sum() > 0
     F.cross_entropy(model(torch.randn(4, 1, 16, 16)), torch.tensor([0, 1, 2, 3])).backward()
     for conv in [*model.recurrent_conv, *model.conv_out]:
         assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
@@ -153,7 +155,7 @@ def test_rla_zero_init_last_state_path_wakes_after_one_step():
     # with timm's zero-initialised last BNs every O is 0 at init, so h stays 0 and the state path
     # gets no gradient on the first step; it must not stay dead after it
     torch.manual_seed(0)
-    model = timm.create_model("rla_cifar_resnet20", in_chans=1)
+    model = timm.create_model("rla_cifar_resnet20", in_chans=1, zero_init_last=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 1, 2, 3])
     for _ in range(2):

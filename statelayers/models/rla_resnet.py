@@ -18,11 +18,11 @@ adaptation: `[X, h]` enters the block's first 3×3 conv, as in S6LA, and `k` def
 the CIFAR-style nets, whose first stage is only 16 channels wide.
 
 Differences from the official code:
-* timm zero-initialises the last BN of every residual branch (`zero_init_last=True`); the
-  official `RLA_ResNet` defaults to `zero_init_residual=False` (and its train.py keeps it).
-  Pass `zero_init_last=False` for the official init. With the zeroed BNs every `O` is 0 at init,
-  so `h` stays exactly 0 and the whole state path (conv_out, recurrent_conv, the BNs of `h`)
-  gets a zero gradient on the first step; it starts learning from the second step on.
+* Init follows the official code, not timm: the last BN of each residual branch is *not*
+  zero-initialised (`zero_init_last=False` by default here; the official `RLA_ResNet` has
+  `zero_init_residual=False` and its train.py keeps it). With timm's zeroed BNs
+  (`zero_init_last=True`) every `O` is 0 at init, so `h` stays exactly 0 and the whole state path
+  gets a zero gradient on the first step.
 * `h` is pooled with ceil mode (and no padding in the average) so that odd input sizes work; for
   even sizes this equals the official `AvgPool2d(2, 2)`.
 """
@@ -89,6 +89,7 @@ default_cfgs = generate_default_cfgs(
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> RLAResNet:
+    kwargs.setdefault("zero_init_last", False)  # the official RLA init
     return build_resnet(RLAResNet, variant, pretrained, **kwargs)
 
 
