@@ -79,8 +79,16 @@ def test_the_margins_catch_a_collapsed_state(digits):
     assert h.std(dim=0).max() == 0
 
 
-def test_selective_parameters_learn(default_model):
-    # the Δ and B projections must move as much, relative to their init, as the backbone's convs
+def test_selective_parameters_learn(digits, default_model):
+    # Δ itself (per block, mean over held-out images) must move away from its initial value ...
+    x = digits[2][:200]
+    fresh = timm.create_model("s6la_cifar_resnet20").eval()
+    fresh.load_state_dict(default_model.init_state)
+    d0 = [r["delta_mean"] for r in fresh.state_diagnostics(x)]
+    d1 = [r["delta_mean"] for r in default_model.state_diagnostics(x)]
+    assert statistics.median(abs(b - a) / a for a, b in zip(d0, d1)) > 0.02
+
+    # ... and the B projection must move, relative to its init, on the scale of the backbone's convs
     def moved(suffix):
         return statistics.median(
             ((p.detach() - default_model.init_state[n]).norm() / default_model.init_state[n].norm()).item()
@@ -88,6 +96,4 @@ def test_selective_parameters_learn(default_model):
             if n.endswith(suffix)
         )
 
-    conv = moved("conv2.weight")
-    assert moved(".s6la.dt_up.weight") > 0.3 * conv
-    assert moved(".s6la.wB.weight") > 0.3 * conv
+    assert moved(".s6la.wB.weight") > 0.2 * moved("conv2.weight")

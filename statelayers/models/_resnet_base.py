@@ -52,18 +52,17 @@ SMALL_CHANNELS = (16, 32, 64)
 
 def imagenet_cfg(**kwargs) -> dict:
     """timm pretrained-cfg of an ImageNet ResNet (no weights are published: `url` is empty)."""
-    return dict(
+    cfg = dict(
         url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
         interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        first_conv="conv1", classifier="fc", **kwargs,
+        first_conv="conv1", classifier="fc",
     )
+    return {**cfg, **kwargs}
 
 
 def small_cfg(**kwargs) -> dict:
     """timm pretrained-cfg of a small-image ResNet: Fashion-MNIST-like 1×28×28, 10 classes."""
-    return imagenet_cfg(
-        **{"num_classes": 10, "input_size": (1, 28, 28), "crop_pct": 1.0, "mean": (0.5,), "std": (0.5,), **kwargs}
-    )
+    return imagenet_cfg(num_classes=10, input_size=(1, 28, 28), crop_pct=1.0, mean=(0.5,), std=(0.5,), **kwargs)
 
 
 def build_resnet(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
