@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import create_classifier
 from timm.models._builder import build_model_with_cfg
 from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch.utils.checkpoint import checkpoint
 
@@ -29,6 +29,7 @@ __all__ = [
     "block_shortcut",
     "check_image_input",
     "to_small_image_stem",
+    "StagedResNet",
     "StatefulResNet",
     "ARCHS",
     "SMALL_DEPTHS",
@@ -137,7 +138,93 @@ def small_resnet_kwargs(depth: int) -> dict:
     return dict(block=BasicBlock, layers=(n, n, n), channels=SMALL_CHANNELS, stem_type="deep", stem_width=8)
 
 
-class StatefulResNet(ResNet):
+class StagedResNet(ResNet):
+    """timm `ResNet` with any number of stages, the small-image stem option, input checks and a
+    stage loop that subclasses can thread a carry (a state) through.
+
+    timm's own `forward_features`/`forward_intermediates` hard-code four stages and no carry.
+    """
+
+    def __init__(self, *, small_image: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if small_image:
+            to_small_image_stem(self, self.in_chans)
+        self.small_image = small_image
+        self.min_input_size = 8 if small_image else 32
+        self.stage_names = tuple(f"layer{i + 1}" for i in range(len(self.feature_info) - 1))
+
+    def stages(self) -> list[nn.Sequential]:
+        return [getattr(self, n) for n in self.stage_names]
+
+    def blocks(self):
+        for stage in self.stages():
+            yield from stage
+
+    def stem_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem output before the max-pool (feature index 0)."""
+        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
+        return self.act1(self.bn1(self.conv1(x)))
+
+    # -- the carry: nothing in a vanilla ResNet ---------------------------------------------
+    def initial_carry(self, x: torch.Tensor):
+        return None
+
+    def run_stage(self, s: int, x: torch.Tensor, carry):
+        stage = self.stages()[s]
+        if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+            return checkpoint_seq(stage, x), carry
+        return stage(x), carry
+
+    def finish_features(self, x: torch.Tensor, carry) -> torch.Tensor:
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.stem_features(x))
+        carry = self.initial_carry(x)
+        for s in range(len(self.stage_names)):
+            x, carry = self.run_stage(s, x, carry)
+        return self.finish_features(x, carry)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices=None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's feature API: stem output (index 0) and the stage outputs (1..)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        x = self.stem_features(x)
+        intermediates = [x] if 0 in take else []
+        x = self.maxpool(x)
+        carry = self.initial_carry(x)
+        for s in range(max_index if stop_early else len(self.stage_names)):
+            x, carry = self.run_stage(s, x, carry)
+            if s + 1 in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return self.finish_features(x, carry), intermediates
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        for n in self.stage_names[max_index:]:
+            setattr(self, n, nn.Sequential())
+        if max_index == 0:
+            self.maxpool = nn.Identity()
+        pruned_end = max_index < len(self.stage_names)
+        if pruned_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
+        if prune_head or pruned_end:
+            self.reset_classifier(0, "")
+        return take
+
+
+class StatefulResNet(StagedResNet):
     """A timm ResNet whose blocks also read a state `h` (concatenated to their input) that is
     updated from each block's residual-branch output.
 
@@ -149,11 +236,7 @@ class StatefulResNet(ResNet):
     """
 
     def __init__(self, *, state_chs: int, small_image: bool = False, head_concat: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        if small_image:
-            to_small_image_stem(self, self.in_chans)
-        self.small_image = small_image
-        self.min_input_size = 8 if small_image else 32
+        super().__init__(small_image=small_image, **kwargs)
         self.state_chs = state_chs
         self.head_concat = head_concat
         for block in self.blocks():
@@ -162,16 +245,6 @@ class StatefulResNet(ResNet):
             self.head_norm = nn.BatchNorm2d(state_chs)
             self.num_features = self.head_hidden_size = self.num_features + state_chs
             self.reset_classifier(self.num_classes)
-
-    stage_names = ("layer1", "layer2", "layer3", "layer4")
-
-    def blocks(self):
-        for n in self.stage_names:
-            if hasattr(self, n):
-                yield from getattr(self, n)
-
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, n) for n in self.stage_names if hasattr(self, n)]
 
     # -- what subclasses define ------------------------------------------------------------
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,9 +266,8 @@ class StatefulResNet(ResNet):
         h = self.update_state(h, out, stage, index, block)
         return x, h
 
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
+    def initial_carry(self, x: torch.Tensor) -> torch.Tensor:
+        return self.initial_state(x)
 
     def run_stage(self, s: int, x, h):
         for j, block in enumerate(self.stages()[s]):
@@ -205,70 +277,24 @@ class StatefulResNet(ResNet):
                 x, h = self.block_step(block, x, h, s, j)
         return x, h
 
+    def finish_features(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.head_concat:
+            x = torch.cat([x, F.relu(self.head_norm(h.to(x.dtype)))], dim=1)
+        return x
+
     def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final features and final state."""
-        x = self.stem(x)
+        """Final features (before any head concat) and final state."""
+        x = self.maxpool(self.stem_features(x))
         h = self.initial_state(x)
-        for s in range(len(self.stages())):
+        for s in range(len(self.stage_names)):
             x, h = self.run_stage(s, x, h)
         return x, h
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x, h = self.forward_state(x)
-        if self.head_concat:
-            h = F.relu(self.head_norm(h.to(x.dtype)))
-            x = torch.cat([x, h], dim=1)
-        return x
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices=None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """timm's feature API: stem output (index 0) and the four stage outputs (1..4)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.stages()) + 1, indices)
-        intermediates = []
-        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        x = self.act1(self.bn1(self.conv1(x)))
-        if 0 in take:
-            intermediates.append(x)
-        x = self.maxpool(x)
-        h = self.initial_state(x)
-        last = max_index if stop_early else len(self.stages())
-        for s in range(last):
-            x, h = self.run_stage(s, x, h)
-            if s + 1 in take:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        if self.head_concat:
-            x = torch.cat([x, F.relu(self.head_norm(h.to(x.dtype)))], dim=1)
-        return x, intermediates
-
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
-        take, max_index = feature_take_indices(len(self.stages()) + 1, indices)
-        for n in self.stage_names[max_index:]:
-            setattr(self, n, nn.Sequential())
-        if max_index == 0:
-            self.maxpool = nn.Identity()
-        if max_index < len(self.stage_names):
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-            self.head_concat = False
-        if prune_head or max_index < len(self.stage_names):
-            self.reset_classifier(0, "")
+        take = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        if len(self.stages()[-1]) == 0:
+            self.head_concat = False  # the final state no longer reaches a head
         return take
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
-        if global_pool is None:
-            global_pool = self.global_pool.pool_type
-        self.global_pool, self.fc = create_classifier(self.num_features, num_classes, pool_type=global_pool)
 
     # -- warm start from a vanilla timm ResNet ----------------------------------------------
     def load_vanilla_state_dict(self, state_dict: dict[str, torch.Tensor], strict: bool = True):

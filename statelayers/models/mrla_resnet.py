@@ -37,21 +37,18 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
-from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+from timm.models.resnet import BasicBlock, Bottleneck
 
 from ._resnet_base import (
     ARCHS,
+    StagedResNet,
     block_act,
     block_shortcut,
     build_resnet,
-    check_image_input,
     imagenet_cfg,
     residual_branch,
     small_cfg,
     small_resnet_kwargs,
-    to_small_image_stem,
 )
 
 __all__ = ["MRLALightAttention", "MRLALight", "MRLABasicBlock", "MRLABottleneck", "MRLAResNet", "eca_kernel_size"]
@@ -158,7 +155,7 @@ class MRLABasicBlock(_MRLAStep, BasicBlock):
 _MRLA_BLOCKS = {BasicBlock: MRLABasicBlock, Bottleneck: MRLABottleneck}
 
 
-class MRLAResNet(ResNet):
+class MRLAResNet(StagedResNet):
     """timm ResNet with MRLA-light after every block.
 
     Args:
@@ -173,65 +170,7 @@ class MRLAResNet(ResNet):
         if not issubclass(block, _MRLAStep):
             raise TypeError(f"MRLAResNet needs a BasicBlock or Bottleneck, got {block.__name__}")
         block_args = dict(kwargs.pop("block_args", None) or {}, mrla_dim_per_head=mrla_dim_per_head)
-        super().__init__(block=block, block_args=block_args, **kwargs)
-        if small_image:
-            to_small_image_stem(self, self.in_chans)
-        self.small_image = small_image
-        self.min_input_size = 8 if small_image else 32
-        self.stage_names = tuple(f"layer{i + 1}" for i in range(len(self.feature_info) - 1))
-
-    def stages(self) -> list[nn.Sequential]:
-        return [getattr(self, n) for n in self.stage_names]
-
-    def stem(self, x: torch.Tensor) -> torch.Tensor:
-        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        return self.maxpool(self.act1(self.bn1(self.conv1(x))))
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.stages(), x, flatten=True)
-        for stage in self.stages():
-            x = stage(x)
-        return x
-
-    def forward_intermediates(
-        self,
-        x: torch.Tensor,
-        indices=None,
-        norm: bool = False,
-        stop_early: bool = False,
-        output_fmt: str = "NCHW",
-        intermediates_only: bool = False,
-    ):
-        """timm's feature API: stem output (index 0) and the stage outputs (1..)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
-        check_image_input(x, self.in_chans, self.min_input_size, type(self).__name__)
-        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
-        x = self.act1(self.bn1(self.conv1(x)))
-        intermediates = [x] if 0 in take else []
-        x = self.maxpool(x)
-        for i, stage in enumerate(self.stages()[: max_index if stop_early else None], start=1):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint_seq(stage, x)
-            else:
-                x = stage(x)
-            if i in take:
-                intermediates.append(x)
-        return intermediates if intermediates_only else (x, intermediates)
-
-    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
-        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
-        for n in self.stage_names[max_index:]:
-            setattr(self, n, nn.Sequential())
-        if max_index == 0:
-            self.maxpool = nn.Identity()
-        if max_index < len(self.stage_names):
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]["num_chs"]
-        if prune_head or max_index < len(self.stage_names):
-            self.reset_classifier(0, "")
-        return take
+        super().__init__(block=block, block_args=block_args, small_image=small_image, **kwargs)
 
     def no_weight_decay(self) -> set[str]:
         """None: the official recipe decays every parameter, λ included."""
