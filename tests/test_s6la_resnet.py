@@ -306,3 +306,20 @@ def test_no_weight_decay_lists_the_ssm_parameters():
 
 def test_is_a_timm_resnet_subclass():
     assert issubclass(S6LAResNet, timm.models.resnet.ResNet)
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    m = perturb_bn(timm.create_model("s6la_cifar_resnet20", zero_init_last=False))
+    x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+
+    def grads():
+        m.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        return {n: p.grad.clone() for n, p in m.named_parameters()}
+
+    m.train()  # checkpointing only acts in training; batch-statistics BN is deterministic here
+    ref = grads()
+    m.set_grad_checkpointing(True)
+    got = grads()
+    assert all(torch.allclose(got[n], ref[n], rtol=1e-5, atol=1e-7) for n in ref)
