@@ -1,25 +1,96 @@
-"""Offline image datasets: Fashion-MNIST from Debian's `dataset-fashion-mnist`, and scikit-learn's
-digits, which is always installed with the test extras. Nothing here downloads anything."""
+"""Offline image datasets for the training engine. Nothing here downloads anything.
+
+Built-in sets (see :data:`DATASETS`):
+
+* ``"digits"`` — scikit-learn's 1,797 8×8 gray digits (always installed with the test extras). There is no
+  official split, so :func:`build_datasets` makes a stratified 80/20 train/eval split, deterministic in
+  ``seed`` (per class, a ``torch.Generator`` permutation; ``round(0.2 * n_class)`` images go to eval, which
+  gives 1,438 / 359 images). Mean/std are computed from that training split when the datasets are built.
+* ``"fashion_mnist"`` (or ``"fashion-mnist"``) — the 60k/10k 28×28 gray IDX files from Debian's
+  ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``, or the folder in ``STATELAYERS_FASHION_MNIST``).
+
+Anything else is a path to an ImageFolder tree in the ImageNet layout: ``PATH/train/<class>/*.jpg`` and
+``PATH/val/<class>/*`` (or ``PATH/validation/<class>/*``), read with torchvision's ``ImageFolder`` (grayscale or
+palette images are converted to RGB) and transformed with timm's ``create_transform``.
+
+The tensor sets return ``(float32 tensor (1, H, W) normalised with the training mean/std, int label)``.
+Their augmentations (``hflip``, ``crop_pad``) run on tensors in [0, 1] after any resize and before
+normalisation, so ``crop_pad`` pads with black (the background of both sets) at the size fed to the model.
+"""
 
 from __future__ import annotations
 
 import gzip
 import os
 import struct
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
 
-__all__ = ["FASHION_MNIST_DIR", "load_fashion_mnist", "load_digits", "DatasetMissing"]
+__all__ = [
+    "DATASETS",
+    "FASHION_MNIST_DIR",
+    "DataInfo",
+    "DatasetMissing",
+    "TensorImageDataset",
+    "build_datasets",
+    "load_digits",
+    "load_fashion_mnist",
+]
 
 FASHION_MNIST_DIR = Path(os.environ.get("STATELAYERS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )
+# Per-pixel mean and (population) std of the 60,000 Fashion-MNIST training images scaled to [0, 1], computed
+# once in float64 with `x = load_fashion_mnist()[0].double() / 255; x.mean(), x.std(unbiased=False)`.
+FASHION_MNIST_MEAN = (0.28604060,)
+FASHION_MNIST_STD = (0.35302424,)
+DIGITS_CLASSES = tuple(str(i) for i in range(10))
+DIGITS_EVAL_FRACTION = 0.2
+IMAGEFOLDER_DEFAULT_SIZE = 224
+
+DATASETS: dict[str, str] = {
+    "digits": "scikit-learn digits: 1,797 8x8 gray images, 10 classes, stratified 80/20 split by --seed",
+    "fashion_mnist": "Fashion-MNIST: 60,000 train / 10,000 test 28x28 gray images, 10 classes "
+                     "(apt-get install -y dataset-fashion-mnist)",
+}
+_ALIASES = {"digits": "digits", "fashion_mnist": "fashion_mnist", "fashion-mnist": "fashion_mnist"}
+_ACCEPTED = ("'digits', 'fashion_mnist' (or 'fashion-mnist'), or a path to an ImageFolder tree "
+             "(PATH/train/<class>/<image> and PATH/val/<class>/<image>, or PATH/validation/...)")
+
+# train_aug keys by dataset kind. Absent keys mean "that augmentation is off".
+_TENSOR_AUG_KEYS = frozenset({"hflip", "crop_pad"})
+_FOLDER_AUG_KEYS = frozenset({"hflip", "scale", "ratio", "auto_augment", "re_prob", "interpolation", "crop_pct",
+                              "color_jitter"})
 
 
 class DatasetMissing(FileNotFoundError):
     """A dataset is not on this machine; the message says how to install it."""
+
+
+@dataclass
+class DataInfo:
+    """What the engine needs to know about a dataset to build a model and report on it."""
+
+    name: str  # "digits" | "fashion_mnist" | "imagefolder"
+    num_classes: int
+    in_chans: int
+    img_size: int  # side length of the square images fed to the model
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str]
+    train_size: int  # after `subset`
+    eval_size: int
+
+
+# ----------------------------------------------------------------------------------------------- raw readers
 
 
 def _read_idx(path: Path) -> torch.Tensor:
@@ -27,13 +98,15 @@ def _read_idx(path: Path) -> torch.Tensor:
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path} is not a readable gzip IDX file: {e}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file")
     ndim = data[3]
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     expected = 4 + 4 * ndim
+    if ndim == 0 or len(data) < expected:
+        raise ValueError(f"{path} is truncated or corrupt: {len(data)} bytes cannot hold a {ndim}-d IDX header")
+    shape = struct.unpack(f">{ndim}I", data[4:expected])
     n = 1
     for s in shape:
         n *= s
@@ -42,20 +115,53 @@ def _read_idx(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(data[expected:]), dtype=torch.uint8).reshape(shape)
 
 
+_FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                  "t10k-labels-idx1-ubyte.gz")
+
+
+def _fashion_root(root: str | Path | None) -> Path:
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("STATELAYERS_FASHION_MNIST")
+    return Path(env) if env else FASHION_MNIST_DIR
+
+
 def load_fashion_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(train images (60000, 28, 28) uint8, train labels, test images (10000, 28, 28), test labels)."""
-    root = Path(root) if root is not None else FASHION_MNIST_DIR
-    names = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz")
-    missing = [n for n in names if not (root / n).is_file()]
+    """(train images (60000, 28, 28) uint8, train labels, test images (10000, 28, 28), test labels).
+
+    ``root`` defaults to ``$STATELAYERS_FASHION_MNIST`` (read at call time) or :data:`FASHION_MNIST_DIR`.
+    Raises :class:`DatasetMissing` if a file is absent and ``ValueError`` if one is truncated or inconsistent.
+    """
+    root = _fashion_root(root)
+    missing = [n for n in _FASHION_FILES if not (root / n).is_file()]
     if missing:
         raise DatasetMissing(
             f"Fashion-MNIST not found in {root} (missing {', '.join(missing)}). Install it with "
             "`sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist`, or point "
             "STATELAYERS_FASHION_MNIST at a folder holding the four IDX .gz files."
         )
-    xtr, ytr, xte, yte = (_read_idx(root / n) for n in names)
+    xtr, ytr, xte, yte = (_read_idx(root / n) for n in _FASHION_FILES)
+    for split, x, y in (("train", xtr, ytr), ("t10k", xte, yte)):
+        if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0] or x.shape[1] != x.shape[2]:
+            raise ValueError(f"{root}: {split} images {tuple(x.shape)} and labels {tuple(y.shape)} do not match "
+                             "(expected (N, 28, 28) and (N,))")
+        if y.numel() and int(y.max()) >= len(FASHION_MNIST_CLASSES):
+            raise ValueError(f"{root}: {split} labels go up to {int(y.max())}, expected 0..9")
     return xtr, ytr.long(), xte, yte.long()
+
+
+@lru_cache(maxsize=2)
+def _fashion_cached(root: str, _stamp: tuple) -> tuple[torch.Tensor, ...]:
+    return load_fashion_mnist(root)
+
+
+def _load_fashion_once(root: Path) -> tuple[torch.Tensor, ...]:
+    """load_fashion_mnist, cached per process while the files are unchanged (size and mtime)."""
+    try:
+        stamp = tuple((s.st_size, s.st_mtime_ns) for s in ((root / n).stat() for n in _FASHION_FILES))
+    except OSError:
+        return load_fashion_mnist(root)  # raises DatasetMissing with the install command
+    return _fashion_cached(str(root), stamp)
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,3 +173,258 @@ def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     d = _load()
     x = torch.from_numpy(d.images).float().mul(255.0 / 16.0).round().clamp(0, 255).to(torch.uint8)
     return x, torch.from_numpy(d.target).long()
+
+
+# ----------------------------------------------------------------------------------------------- splits
+
+
+def _generator(seed: int, salt: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + salt)
+
+
+def stratified_split(labels: torch.Tensor, eval_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, eval indices), both sorted: per class a seeded permutation, the first
+    ``round(eval_fraction * n_class)`` go to eval."""
+    g = _generator(seed, 1)
+    train, held = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(idx.numel(), generator=g)]
+        k = int(round(eval_fraction * idx.numel()))
+        held.append(idx[:k])
+        train.append(idx[k:])
+    return torch.cat(train).sort().values, torch.cat(held).sort().values
+
+
+def balanced_subset(labels: torch.Tensor, k: int, seed: int, num_classes: int | None = None) -> torch.Tensor:
+    """Sorted indices of a class-balanced ``k``-element subset: ``k // C`` per class, and one more for
+    ``k % C`` classes picked at random; within a class the images are picked at random (seeded)."""
+    labels = torch.as_tensor(labels).long()
+    num_classes = int(num_classes if num_classes is not None else int(labels.max()) + 1)
+    if not 1 <= k <= labels.numel():
+        raise ValueError(f"subset={k} must be between 1 and the training-set size {labels.numel()}")
+    g = _generator(seed, 2)
+    per_class = torch.full((num_classes,), k // num_classes, dtype=torch.long)
+    per_class[torch.randperm(num_classes, generator=g)[: k % num_classes]] += 1
+    out = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        need = int(per_class[c])
+        if idx.numel() < need:
+            raise ValueError(f"subset={k} needs {need} images of class {c}, the training split has {idx.numel()}")
+        out.append(idx[torch.randperm(idx.numel(), generator=g)[:need]])
+    return torch.cat(out).sort().values
+
+
+# ----------------------------------------------------------------------------------------------- tensor sets
+
+
+class TensorImageDataset(Dataset):
+    """In-memory uint8 gray images → ``(float32 (1, S, S) normalised, int label)``.
+
+    Per sample: scale to [0, 1], resize to ``img_size`` (bilinear) if it differs from the stored size, apply
+    ``transform`` (a tensor → tensor callable, e.g. random crop / flip), then normalise with ``mean``/``std``.
+    ``indices`` are the positions of these images in the source set (for checking splits).
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: tuple[float, ...],
+                 std: tuple[float, ...], img_size: int, classes: list[str], transform=None,
+                 indices: torch.Tensor | None = None):
+        if images.dtype != torch.uint8 or images.ndim != 3:
+            raise ValueError(f"expected uint8 images (N, H, W), got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+        self.targets = labels.long()
+        self.classes = list(classes)
+        self.img_size = int(img_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.transform = transform
+        self.indices = indices if indices is not None else torch.arange(images.shape[0])
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = self.images[i].to(torch.float32).div_(255.0).unsqueeze(0)
+        if x.shape[-1] != self.img_size or x.shape[-2] != self.img_size:
+            down = self.img_size < max(x.shape[-2:])
+            x = F.interpolate(x[None], size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
+                              antialias=down)[0]
+        if self.transform is not None:
+            x = self.transform(x)
+        return (x - self.mean) / self.std, int(self.targets[i])
+
+
+def _tensor_transform(aug: dict[str, Any], img_size: int):
+    hflip = float(aug.get("hflip", 0.0))
+    crop_pad = int(aug.get("crop_pad", 0))
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"train_aug hflip={hflip} must be a probability in [0, 1]")
+    if crop_pad < 0:
+        raise ValueError(f"train_aug crop_pad={crop_pad} must be >= 0")
+    if hflip == 0 and crop_pad == 0:
+        return None
+    from torchvision.transforms import v2
+
+    tfs = []
+    if crop_pad:
+        tfs.append(v2.RandomCrop(img_size, padding=crop_pad, fill=0))
+    if hflip:
+        tfs.append(v2.RandomHorizontalFlip(p=hflip))
+    return v2.Compose(tfs)
+
+
+def _check_aug_keys(aug: dict[str, Any], allowed: frozenset, kind: str) -> None:
+    bad = sorted(set(aug) - allowed)
+    if bad:
+        raise ValueError(f"train_aug keys {bad} do not apply to {kind} data; it accepts {sorted(allowed)}")
+
+
+def _tensor_sets(name: str, xtr, ytr, xev, yev, *, classes, mean, std, img_size, aug, subset, seed, itr, iev):
+    native = xtr.shape[-1]
+    img_size = native if img_size is None else int(img_size)
+    if img_size < 1:
+        raise ValueError(f"img_size={img_size} must be positive")
+    _check_aug_keys(aug, _TENSOR_AUG_KEYS, name)
+    if subset is not None:
+        keep = balanced_subset(ytr, int(subset), seed, len(classes))
+        xtr, ytr, itr = xtr[keep], ytr[keep], itr[keep]
+    common = dict(mean=mean, std=std, img_size=img_size, classes=classes)
+    train = TensorImageDataset(xtr, ytr, transform=_tensor_transform(aug, img_size), indices=itr, **common)
+    evals = TensorImageDataset(xev, yev, indices=iev, **common)
+    info = DataInfo(name=name, num_classes=len(classes), in_chans=1, img_size=img_size, mean=tuple(mean),
+                    std=tuple(std), classes=list(classes), train_size=len(train), eval_size=len(evals))
+    return train, evals, info
+
+
+def _pixel_stats(images: torch.Tensor) -> tuple[tuple[float], tuple[float]]:
+    x = images.to(torch.float64) / 255.0
+    return (float(x.mean()),), (float(x.std(unbiased=False)),)
+
+
+# ----------------------------------------------------------------------------------------------- ImageFolder
+
+
+def _imagefolder_sets(root: Path, *, img_size, aug, subset, seed):
+    expected = (f"an ImageFolder tree at {root}: {root}/train/<class>/<image> and {root}/val/<class>/<image> "
+                "(or validation/ instead of val/)")
+    if not root.is_dir():
+        raise DatasetMissing(f"{root} does not exist; expected {expected}")
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DatasetMissing(f"{root} has no train/ folder; expected {expected}")
+    val_dir = next((root / v for v in ("val", "validation") if (root / v).is_dir()), None)
+    if val_dir is None:
+        raise DatasetMissing(f"{root} has no val/ or validation/ folder; expected {expected}")
+    _check_aug_keys(aug, _FOLDER_AUG_KEYS, "ImageFolder")
+
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+    from torchvision import transforms
+    from torchvision.datasets import ImageFolder
+
+    size = IMAGEFOLDER_DEFAULT_SIZE if img_size is None else int(img_size)
+    mean, std = tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+    interpolation = aug.get("interpolation", "bilinear")
+    crop_pct = aug.get("crop_pct")
+    eval_tf = create_transform(size, is_training=False, crop_pct=crop_pct, mean=mean, std=std,
+                               interpolation="bilinear" if interpolation == "random" else interpolation)
+    primary, secondary, final = create_transform(
+        size, is_training=True, separate=True, mean=mean, std=std, interpolation=interpolation,
+        scale=tuple(aug["scale"]) if "scale" in aug else None,
+        ratio=tuple(aug["ratio"]) if "ratio" in aug else None,
+        hflip=float(aug.get("hflip", 0.0)), color_jitter=aug.get("color_jitter"),
+        auto_augment=aug.get("auto_augment"), re_prob=float(aug.get("re_prob", 0.0)),
+    )
+    primary = list(primary.transforms)
+    if "scale" not in aug and "ratio" not in aug:
+        # No random-resized crop asked for: train on the eval geometry (resize + centre crop at crop_pct).
+        if not isinstance(primary[0], RandomResizedCropAndInterpolation):
+            raise RuntimeError(f"unexpected first timm train transform {primary[0]!r}")
+        primary = list(eval_tf.transforms[:2]) + primary[1:]
+    train_tf = transforms.Compose(primary + list(secondary.transforms) + list(final.transforms))
+
+    try:
+        train = ImageFolder(str(train_dir), transform=train_tf)
+    except FileNotFoundError as e:
+        raise DatasetMissing(f"{train_dir}: {e}; expected {expected}") from e
+    try:
+        evals = ImageFolder(str(val_dir), transform=eval_tf, allow_empty=True)
+    except FileNotFoundError as e:
+        raise DatasetMissing(f"{val_dir}: {e}; expected {expected}") from e
+    unknown = sorted(set(evals.classes) - set(train.classes))
+    if unknown:
+        raise ValueError(f"{val_dir} has classes that {train_dir} lacks: {unknown}")
+    # Label validation images with the training set's class indices (val may lack some classes).
+    remap = {evals.class_to_idx[c]: train.class_to_idx[c] for c in evals.classes}
+    evals.samples = [(p, remap[t]) for p, t in evals.samples]
+    evals.imgs = evals.samples
+    evals.targets = [t for _, t in evals.samples]
+    evals.classes, evals.class_to_idx = list(train.classes), dict(train.class_to_idx)
+    if len(evals) == 0:
+        raise DatasetMissing(f"{val_dir} holds no images; expected {expected}")
+
+    train_out: Dataset = train
+    if subset is not None:
+        keep = balanced_subset(torch.tensor(train.targets), int(subset), seed, len(train.classes))
+        train_out = Subset(train, keep.tolist())
+    info = DataInfo(name="imagefolder", num_classes=len(train.classes), in_chans=3, img_size=size, mean=mean,
+                    std=std, classes=list(train.classes), train_size=len(train_out), eval_size=len(evals))
+    return train_out, evals, info
+
+
+# ----------------------------------------------------------------------------------------------- entry point
+
+
+def _resolve(data: str | os.PathLike) -> str | Path:
+    """A built-in dataset name, or a Path for an ImageFolder tree."""
+    if isinstance(data, os.PathLike):
+        return Path(data).expanduser()
+    if not isinstance(data, str):
+        raise ValueError(f"data must be a string, got {type(data).__name__}; expected {_ACCEPTED}")
+    key = data.strip().lower()
+    if key in _ALIASES:
+        return _ALIASES[key]
+    looks_like_path = os.sep in data or "/" in data or data.startswith((".", "~")) or Path(data).exists()
+    if looks_like_path:
+        return Path(data).expanduser()
+    raise ValueError(f"unknown dataset {data!r}; expected {_ACCEPTED}")
+
+
+def build_datasets(data: str, *, img_size: int | None = None, train_aug: dict | None = None,
+                   subset: int | None = None, seed: int = 0) -> tuple[Dataset, Dataset, DataInfo]:
+    """(train dataset, eval dataset, info) for ``data``: ``"digits"``, ``"fashion_mnist"``/``"fashion-mnist"``,
+    or the path of an ImageFolder tree (``train/`` and ``val/`` or ``validation/``).
+
+    ``img_size``: side fed to the model (default: native 8 / 28, or 224 for ImageFolder); the tensor sets are
+    resized bilinearly. ``train_aug`` (training split only; every key optional, absent = off):
+
+    * digits / Fashion-MNIST: ``hflip`` (probability), ``crop_pad`` (random crop back to ``img_size`` after
+      zero-padding by this many pixels).
+    * ImageFolder (timm ``create_transform``): ``hflip``; ``scale`` / ``ratio`` turn on the random-resized crop
+      (``ratio`` defaults to (3/4, 4/3) once ``scale`` is set; without either, training uses the eval resize +
+      centre crop); ``auto_augment`` (e.g. ``"rand-m9-mstd0.5-inc1"``); ``color_jitter``; ``re_prob`` (random
+      erasing); ``interpolation``; ``crop_pct`` (eval crop, also the un-augmented train crop). ImageNet mean/std.
+
+    Keys that do not apply to the chosen data raise ``ValueError``. ``subset=K`` keeps a class-balanced K-image
+    subset of the training split, deterministic in ``seed`` (normalisation statistics stay those of the full
+    training split). ``seed`` also fixes the digits train/eval split.
+
+    Raises ``ValueError`` for an unknown name and :class:`DatasetMissing` for data not on this machine.
+    """
+    aug = dict(train_aug or {})
+    if subset is not None and int(subset) < 1:
+        raise ValueError(f"subset={subset} must be a positive number of training images")
+    which = _resolve(data)
+    if isinstance(which, Path):
+        return _imagefolder_sets(which, img_size=img_size, aug=aug, subset=subset, seed=seed)
+    if which == "digits":
+        x, y = load_digits()
+        itr, iev = stratified_split(y, DIGITS_EVAL_FRACTION, seed)
+        mean, std = _pixel_stats(x[itr])
+        return _tensor_sets("digits", x[itr], y[itr], x[iev], y[iev], classes=list(DIGITS_CLASSES), mean=mean,
+                            std=std, img_size=img_size, aug=aug, subset=subset, seed=seed, itr=itr, iev=iev)
+    xtr, ytr, xte, yte = _load_fashion_once(_fashion_root(None))
+    return _tensor_sets("fashion_mnist", xtr, ytr, xte, yte, classes=list(FASHION_MNIST_CLASSES),
+                        mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, img_size=img_size, aug=aug, subset=subset,
+                        seed=seed, itr=torch.arange(len(ytr)), iev=torch.arange(len(yte)))
