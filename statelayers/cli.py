@@ -3,6 +3,9 @@
 Commands:
     models   list the models this package registers with timm
     profile  parameters and GMACs of a model, or the paper's Table 1 beside our counts
+    train    train a model with a named recipe, on one process or many (torchrun)
+    eval     evaluate a checkpoint
+    demo     vanilla vs S6LA small-image ResNet on real data, side by side
 
 Adding a command: write ``_args_<name>(parser)`` (declares its arguments) and ``cmd_<name>(args)``
 (does the work, returns the exit code), and add one ``Command`` line to ``COMMANDS``. Import heavy
@@ -151,6 +154,148 @@ def _profile_table(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# statelayers train / eval / demo
+
+
+def _key_values(items: list[str] | None) -> dict:
+    """['d_state=16', 'h0=random'] -> {'d_state': 16, 'h0': 'random'} (values parsed as YAML)."""
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+    import typing
+
+    from .engine import TrainConfig
+    from .recipes import RECIPES
+
+    hints = typing.get_type_hints(TrainConfig)
+    helps = {
+        "model": "a statelayers or timm model name (`statelayers models`)",
+        "data": "digits | fashion_mnist | PATH to an ImageFolder tree (PATH/train, PATH/val)",
+        "recipe": "named recipe: " + "; ".join(f"{k} ({v['citation']})" for k, v in RECIPES.items()),
+        "resume": "a run folder to continue from its last checkpoint (its config is reused)",
+        "batch_size": "images per process and micro-step",
+        "lr": "absolute learning rate (default: the recipe's lr_base scaled to the global batch)",
+    }
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        kind = typing.get_args(hint)[0] if typing.get_args(hint) else hint
+        if f.name == "model":
+            p.add_argument(flag, required=False, help=helps[f.name])
+        elif kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps.get(f.name))
+        elif kind is dict:
+            p.add_argument(flag, nargs="*", metavar="KEY=VALUE", default=None,
+                           help="e.g. d_state=16 h0=random" if f.name == "model_kwargs" else "e.g. hflip=0.0")
+        else:
+            p.add_argument(flag, type=kind if kind in (int, float) else str, default=None, help=helps.get(f.name))
+
+
+def _train_config(args: argparse.Namespace):
+    import dataclasses
+
+    from .engine import TrainConfig
+
+    values = {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is None:
+            continue
+        values[f.name] = _key_values(v) if f.name in ("model_kwargs", "train_aug") else v
+    if "model" not in values and "resume" not in values:
+        raise ValueError("train needs --model (or --resume RUN_DIR)")
+    values.setdefault("model", "")
+    return TrainConfig(**values)
+
+
+def _run_user_errors(fn) -> int:
+    """Run fn(); turn the errors a user can fix into one clear line and exit code 2."""
+    from .checkpoint import CheckpointError
+    from .data import DatasetMissing
+
+    try:
+        return fn()
+    except (ValueError, CheckpointError, DatasetMissing, FileNotFoundError) as e:
+        return _error(str(e))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model with a named recipe (one process, or many under torchrun)."""
+
+    def run() -> int:
+        from .engine import train
+
+        result = train(_train_config(args))
+        print(f"run folder: {result.run_dir}  best eval_acc {result.best_acc:.4f}  "
+              f"{result.images_per_s:.0f} img/s")
+        return 0
+
+    return _run_user_errors(run)
+
+
+def _args_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="the model the checkpoint was trained as")
+    p.add_argument("--checkpoint", required=True, help="a .safetensors file, or a run folder (uses best.safetensors)")
+    p.add_argument("--data", required=True, help="digits | fashion_mnist | PATH to an ImageFolder tree")
+    p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--model-kwargs", nargs="*", metavar="KEY=VALUE", default=None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Top-1 / top-5 accuracy and loss of a checkpoint on a dataset's evaluation split."""
+
+    def run() -> int:
+        from .engine import evaluate
+
+        out = evaluate(args.model, args.checkpoint, args.data, img_size=args.img_size, batch_size=args.batch_size,
+                       model_kwargs=_key_values(args.model_kwargs) or None, amp=args.amp)
+        for k, v in out.items():
+            print(f"{k:<10} {v:.4f}" if isinstance(v, float) else f"{k:<10} {v}")
+        return 0
+
+    return _run_user_errors(run)
+
+
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="fashion_mnist (default when installed) or digits")
+    p.add_argument("--epochs", type=int, default=None, help="default: 4 on Fashion-MNIST, 15 on digits")
+    p.add_argument("--subset", type=int, default=None, help="training images (default: 10,000 of Fashion-MNIST)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="runs")
+    p.add_argument("--verbose", action="store_true", help="per-epoch lines and progress bars")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Train a vanilla and an S6LA small-image ResNet with the same recipe, budget and seed, and
+    compare them side by side (params, GMACs, images/s, test accuracy) with a plot of the curves."""
+
+    def run() -> int:
+        from .demo import format_rows, run_demo
+
+        rows, out_dir = run_demo(args.data, epochs=args.epochs, subset=args.subset, seed=args.seed,
+                                 output=args.output, quiet=not args.verbose)
+        print()
+        print(format_rows(rows))
+        print(f"\ncurves: {out_dir / 'curves.png'}   runs: {out_dir}")
+        print("One seed, one short budget: a difference smaller than a few tenths of a point is noise.")
+        return 0
+
+    return _run_user_errors(run)
+
+
+# ---------------------------------------------------------------------------------------------
 # command table and entry point
 
 
@@ -165,6 +310,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("models", "list the models statelayers registers with timm", _args_models, cmd_models),
     Command("profile", "params and GMACs of a model, or a paper table beside ours", _args_profile, cmd_profile),
+    Command("train", "train a model with a named recipe (torchrun for many processes)", _args_train, cmd_train),
+    Command("eval", "evaluate a checkpoint on a dataset", _args_eval, cmd_eval),
+    Command("demo", "vanilla vs S6LA small ResNet, same recipe and budget, side by side", _args_demo, cmd_demo),
 )
 
 

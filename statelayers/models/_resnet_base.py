@@ -119,7 +119,7 @@ def check_image_input(x: Any, in_chans: int, min_size: int, name: str) -> None:
 
 def to_small_image_stem(model: ResNet, in_chans: int) -> None:
     """CIFAR-style stem in place: one 3×3 stride-1 conv to the first stage width, no max-pool."""
-    width = model.bn1.num_features
+    width = model.feature_info[0]["num_chs"]
     model.conv1 = nn.Conv2d(in_chans, width, 3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
     model.maxpool = nn.Identity()

@@ -1,0 +1,146 @@
+"""Checkpoints that survive a crash at any instant and fail loudly when they are damaged.
+
+A checkpoint is a folder `checkpoints/step-NNNNNNNN/` holding
+    model.safetensors   the weights (safetensors: no code runs on load)
+    ema.safetensors     the EMA weights, when EMA is on
+    state.pt            optimizer / scheduler / scaler state, epoch, step, best metric
+                        (read with torch.load(weights_only=True))
+It is written under a temporary name and renamed into place when complete; then the one-line
+pointer file `checkpoints/LAST` is replaced atomically. A run killed at any point therefore
+leaves either the previous or the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write_bytes",
+    "save_weights",
+    "load_weights",
+    "write_checkpoint",
+    "latest_checkpoint",
+    "read_state",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, damaged, or does not fit the model."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(module: torch.nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Atomically write a module's state_dict as safetensors (shared storage is cloned)."""
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=metadata or {})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_weights(module: torch.nn.Module, path: Path, what: str = "checkpoint") -> dict[str, str]:
+    """Load safetensors weights into `module`, all or nothing; returns the file's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        state = load_file(str(path))
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{what} {path} is corrupt or truncated ({e})") from e
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        model_name = metadata.get("model", "?")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append(f"{len(wrong)} of another shape (e.g. {'; '.join(wrong[:2])})")
+        raise CheckpointError(
+            f"{what} {path} (written for model {model_name!r}) does not fit this model: " + ", ".join(parts)
+        )
+    module.load_state_dict(state)
+    return metadata
+
+
+def write_checkpoint(ckpt_root: Path, step: int, weights: dict[str, torch.nn.Module], state: dict,
+                     metadata: dict[str, str], keep: int = 2) -> Path:
+    """Write `step-NNNNNNNN/` complete under a temporary name, rename it, then move `LAST` to it."""
+    ckpt_root = Path(ckpt_root)
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
+    try:
+        for fname, module in weights.items():
+            save_weights(module, tmp / fname, {**metadata, "step": str(step)})
+        fd, tmp_state = tempfile.mkstemp(dir=tmp)
+        with os.fdopen(fd, "wb") as f:
+            torch.save({**state, "step": step}, f)
+        os.replace(tmp_state, tmp / "state.pt")
+        final = ckpt_root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_bytes(ckpt_root / "LAST", name.encode())
+    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
+    for p in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    pointer = Path(ckpt_root) / "LAST"
+    if not pointer.is_file():
+        return None
+    path = Path(ckpt_root) / pointer.read_text().strip()
+    if not path.is_dir():
+        raise CheckpointError(f"{pointer} points at {path}, which does not exist")
+    return path
+
+
+def read_state(ckpt: Path) -> dict:
+    path = Path(ckpt) / "state.pt"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {ckpt} has no state.pt")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # torch raises several types for damaged files
+        raise CheckpointError(f"checkpoint state {path} is corrupt or truncated ({type(e).__name__}: {e})") from e

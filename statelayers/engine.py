@@ -1,0 +1,656 @@
+"""Training and evaluation engine: one CPU to many GPUs (torchrun / DDP), exact resume.
+
+Everything random in a run is a function of (seed, epoch, sample index) or (seed, step):
+the data order, each sample's augmentation, Mixup/CutMix and dropout. A resumed run therefore
+repeats exactly what the interrupted run would have done, and needs no RNG state from it.
+
+    from statelayers.engine import TrainConfig, train
+    result = train(TrainConfig(model="s6la_cifar_resnet20", data="fashion_mnist", epochs=5))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .checkpoint import CheckpointError, latest_checkpoint, load_weights, read_state, save_weights, write_checkpoint
+from .recipes import get_recipe
+
+__all__ = ["TrainConfig", "train", "evaluate", "RunResult"]
+
+_RECIPE_FIELDS = (
+    "opt", "momentum", "weight_decay", "lr_base", "lr_base_size", "sched", "decay_epochs", "decay_rate",
+    "warmup_epochs", "warmup_lr", "min_lr", "epochs", "batch_size", "img_size", "train_aug", "smoothing",
+    "mixup", "cutmix", "drop_path", "repeated_aug", "clip_grad",
+)
+
+
+@dataclass
+class TrainConfig:
+    """A run. Fields left None take the recipe's value; see `statelayers.recipes`."""
+
+    model: str
+    data: str = "digits"
+    recipe: str = "small"
+    output: str = "runs"
+    name: str | None = None  # run folder name under `output`
+    model_kwargs: dict = field(default_factory=dict)
+    # recipe fields
+    opt: str | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    lr: float | None = None  # absolute learning rate; default lr_base × global batch / lr_base_size
+    lr_base: float | None = None
+    lr_base_size: int | None = None
+    sched: str | None = None
+    decay_epochs: float | None = None
+    decay_rate: float | None = None
+    warmup_epochs: float | None = None
+    warmup_lr: float | None = None
+    min_lr: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None  # per process
+    img_size: int | None = None
+    train_aug: dict | None = None
+    smoothing: float | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
+    drop_path: float | None = None
+    repeated_aug: bool | None = None
+    clip_grad: float | None = None
+    # run options
+    subset: int | None = None  # class-balanced training subset
+    eval_batch_size: int = 500
+    grad_accum: int = 1
+    amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU)
+    channels_last: bool = False
+    compile: bool = False
+    ema: bool = False
+    ema_decay: float = 0.9998
+    seed: int = 0
+    workers: int = 0
+    ckpt_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    max_steps: int | None = None  # stop after this many optimizer steps (budgets, tests)
+    quiet: bool = False
+    resume: str | None = None  # a run folder to continue
+
+    def resolved(self) -> TrainConfig:
+        recipe = get_recipe(self.recipe)
+        values = {f: getattr(self, f) for f in _RECIPE_FIELDS}
+        for f in _RECIPE_FIELDS:
+            if values[f] is None:
+                values[f] = recipe.get(f)
+        if self.train_aug is not None:
+            values["train_aug"] = {**(recipe.get("train_aug") or {}), **self.train_aug}
+        cfg = dataclasses.replace(self, **values)
+        if cfg.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be none, bf16 or fp16, got {cfg.amp!r}")
+        if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
+            raise ValueError("grad_accum, batch_size and epochs must be positive")
+        return cfg
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_metrics: dict
+    best_acc: float
+    images_per_s: float
+    params: int
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed setup
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world <= 1:
+        return Dist(device=torch.device("cuda" if cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
+
+
+# ---------------------------------------------------------------------------------------------
+# data order and augmentation, reproducible by construction
+
+
+def _mix(*xs: int) -> int:
+    """A deterministic 63-bit seed from integers."""
+    h = 0x9E3779B97F4A7C15
+    for x in xs:
+        h = (h ^ (int(x) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+class EpochSeeded(Dataset):
+    """Each sample's random augmentation is seeded by (seed, epoch, index)."""
+
+    def __init__(self, ds: Dataset, seed: int):
+        self.ds, self.seed, self.epoch = ds, seed, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, self.epoch, i))
+            return self.ds[i]
+
+
+class ShardSampler(Sampler):
+    """Per-process slice of a seeded permutation of the data, resumable mid-epoch.
+
+    Rank r takes items r, r+W, r+2W, ... so the global batch of step k is the same set of images
+    whatever the number of processes. `repeats` > 1 is DeiT's repeated augmentation: every image
+    appears `repeats` times (on different processes) and the epoch keeps its original length.
+    """
+
+    def __init__(self, n: int, world: int, rank: int, seed: int, shuffle: bool, batch: int, repeats: int = 1,
+                 drop_last: bool = True):
+        self.n, self.world, self.rank, self.seed = n, world, rank, seed
+        self.shuffle, self.batch, self.repeats, self.drop_last = shuffle, batch, repeats, drop_last
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0):
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+            idx = torch.randperm(self.n, generator=g)
+        else:
+            idx = torch.arange(self.n)
+        if self.repeats > 1:
+            idx = idx.repeat_interleave(self.repeats)[: self.n]
+        if self.drop_last:
+            usable = (len(idx) // (self.world * self.batch)) * self.world * self.batch
+            idx = idx[:usable]
+        mine = idx[self.rank :: self.world].tolist()
+        return mine[self.start_batch * self.batch :]
+
+    def __iter__(self):
+        return iter(self._indices())
+
+    def __len__(self):
+        return len(self._indices())
+
+    def batches_per_epoch(self) -> int:
+        n = self.n if not self.drop_last else (self.n // (self.world * self.batch)) * self.world * self.batch
+        return n // self.world // self.batch
+
+
+# ---------------------------------------------------------------------------------------------
+# model, optimizer, schedule
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+    import timm
+
+    import statelayers  # noqa: F401  (registers the models)
+
+    if not timm.is_model(cfg.model):
+        raise ValueError(f"unknown model {cfg.model!r}; `statelayers models` lists ours, any timm name works too")
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.drop_path:
+        kwargs.setdefault("drop_path_rate", cfg.drop_path)
+    return timm.create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def global_batch(cfg: TrainConfig, world: int) -> int:
+    return cfg.batch_size * world * cfg.grad_accum
+
+
+def learning_rate(cfg: TrainConfig, world: int) -> float:
+    return cfg.lr if cfg.lr is not None else cfg.lr_base * global_batch(cfg, world) / cfg.lr_base_size
+
+
+def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float):
+    from timm.optim import create_optimizer_v2
+
+    # timm puts 1-D tensors (biases, norms, A_log, Δ biases) and model.no_weight_decay() (h0, ...)
+    # into a no-weight-decay group
+    kwargs = {"momentum": cfg.momentum} if cfg.opt in ("sgd", "nesterov", "momentum") else {}
+    return create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def build_scheduler(cfg: TrainConfig, optimizer, updates_per_epoch: int):
+    from timm.scheduler import create_scheduler_v2
+
+    sched, _ = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs or 30,
+        decay_rate=cfg.decay_rate or 0.1, min_lr=cfg.min_lr or 0.0, warmup_lr=cfg.warmup_lr or 1e-5,
+        warmup_epochs=cfg.warmup_epochs or 0, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+    )
+    return sched
+
+
+def autocast_ctx(cfg: TrainConfig, device: torch.device):
+    if cfg.amp == "none":
+        return contextlib.nullcontext()
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ValueError("amp=fp16 needs a GPU; use amp=bf16 on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if cfg.amp == "bf16" else torch.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, d: Dist) -> dict:
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
+    for x, y in loader:
+        x, y = x.to(d.device), y.to(d.device)
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_ctx(cfg, d.device):
+            logits = model(x)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        sums += torch.tensor([
+            F.cross_entropy(logits, y, reduction="sum").item(),
+            (top[:, 0] == y).sum().item(),
+            (top == y[:, None]).any(dim=1).sum().item(),
+            len(y),
+        ], dtype=torch.float64)
+    if d.world > 1:
+        dist.all_reduce(sums)
+    loss, top1, top5, n = sums.tolist()
+    return {"eval_loss": loss / max(n, 1), "eval_acc": top1 / max(n, 1), "eval_top5": top5 / max(n, 1)}
+
+
+def eval_loader(ds: Dataset, cfg: TrainConfig, d: Dist) -> DataLoader:
+    sampler = ShardSampler(len(ds), d.world, d.rank, cfg.seed, shuffle=False, batch=1, drop_last=False)
+    return DataLoader(ds, batch_size=cfg.eval_batch_size, sampler=sampler, num_workers=cfg.workers)
+
+
+# ---------------------------------------------------------------------------------------------
+# run folder: config, metrics.csv, TensorBoard, plot
+
+
+def _write_config(run_dir: Path, cfg: TrainConfig, extra: dict) -> None:
+    import yaml
+
+    from .checkpoint import atomic_write_bytes
+
+    data = {**dataclasses.asdict(cfg), **extra}
+    data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
+    atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(data, sort_keys=False).encode())
+
+
+def _read_config(run_dir: Path) -> dict:
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
+    return yaml.safe_load(path.read_text())
+
+
+METRIC_FIELDS = ("epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "eval_top5", "ema_eval_acc",
+                 "images_per_s", "elapsed_s")
+
+
+def _append_metrics(run_dir: Path, row: dict) -> None:
+    path = run_dir / "metrics.csv"
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _truncate_metrics(run_dir: Path, upto_epoch: int) -> None:
+    """Drop rows of epochs the resumed run will repeat."""
+    rows = [r for r in read_metrics(run_dir) if int(r["epoch"]) < upto_epoch]
+    path = run_dir / "metrics.csv"
+    if path.exists():
+        path.unlink()
+    for r in rows:
+        _append_metrics(run_dir, r)
+
+
+def plot_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> None:
+    """Loss and accuracy against epoch, one line per run, written to `path` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, rows in runs.items():
+        ep = [int(r["epoch"]) + 1 for r in rows]
+        ax_loss.plot(ep, [float(r["train_loss"]) for r in rows], marker="o", label=f"{label} train")
+        ax_loss.plot(ep, [float(r["eval_loss"]) for r in rows], marker="x", linestyle="--", label=f"{label} test")
+        ax_acc.plot(ep, [float(r["eval_acc"]) for r in rows], marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="test accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def train(cfg: TrainConfig) -> RunResult:
+    """Train (or resume) one run; returns where it went and what it measured."""
+    from .data import build_datasets
+
+    d = setup_distributed()
+    resume_state = None
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+        saved = _read_config(run_dir)
+        overrides = {k: v for k, v in dataclasses.asdict(cfg).items() if k in ("epochs", "quiet", "workers")
+                     and v is not None}
+        cfg = dataclasses.replace(TrainConfig(**{k: v for k, v in saved.items() if k in _CONFIG_KEYS}),
+                                  **overrides, resume=str(run_dir))
+        ckpt = latest_checkpoint(run_dir / "checkpoints")
+        if ckpt is None:
+            raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
+        resume_state = (ckpt, read_state(ckpt))
+    cfg = cfg.resolved()
+    torch.manual_seed(cfg.seed)
+
+    train_ds, eval_ds, info = build_datasets(
+        cfg.data, img_size=cfg.img_size, train_aug=cfg.train_aug, subset=cfg.subset, seed=cfg.seed
+    )
+    model = build_model(cfg, info.num_classes, info.in_chans).to(d.device)
+    params = sum(p.numel() for p in model.parameters())
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    lr = learning_rate(cfg, d.world)
+    optimizer = build_optimizer(cfg, model, lr)
+    train_seeded = EpochSeeded(train_ds, cfg.seed)
+    sampler = ShardSampler(len(train_ds), d.world, d.rank, cfg.seed, shuffle=True, batch=cfg.batch_size,
+                           repeats=3 if cfg.repeated_aug else 1)
+    micro_per_epoch = sampler.batches_per_epoch()
+    steps_per_epoch = micro_per_epoch // cfg.grad_accum
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the training set ({len(train_ds)} images) is smaller than one global batch "
+            f"({global_batch(cfg, d.world)}); lower batch_size or grad_accum"
+        )
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
+    scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16")
+    ema = None
+    if cfg.ema:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.ema_decay)
+    mixup_fn = None
+    if (cfg.mixup or 0) > 0 or (cfg.cutmix or 0) > 0:
+        from timm.data import Mixup
+
+        mixup_fn = Mixup(mixup_alpha=cfg.mixup or 0.0, cutmix_alpha=cfg.cutmix or 0.0,
+                         label_smoothing=cfg.smoothing or 0.0, num_classes=info.num_classes)
+    if mixup_fn is not None:
+        from timm.loss import SoftTargetCrossEntropy
+
+        criterion = SoftTargetCrossEntropy()
+    else:
+        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.smoothing or 0.0)
+
+    # run folder
+    if cfg.resume:
+        run_dir = Path(cfg.resume)
+    else:
+        name = cfg.name or f"{cfg.model}-{info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(cfg.output) / name
+    start_epoch, start_batch, global_step, best_acc = 0, 0, 0, -1.0
+    if resume_state is not None:
+        ckpt, state = resume_state
+        if state.get("model") != cfg.model:
+            raise CheckpointError(f"checkpoint {ckpt} is for model {state.get('model')!r}, not {cfg.model!r}")
+        load_weights(model, ckpt / "model.safetensors")
+        if ema is not None:
+            load_weights(ema.module, ckpt / "ema.safetensors", "EMA checkpoint")
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
+        except (KeyError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt} has an optimizer state that does not fit: {e}") from e
+        start_epoch, start_batch = state["epoch"], state["batch_in_epoch"]
+        global_step, best_acc = state["step"], state["best_acc"]
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_config(run_dir, cfg, {"world_size": d.world, "lr_resolved": lr, "global_batch":
+                                     global_batch(cfg, d.world), "params": params, "data_info":
+                                     dataclasses.asdict(info)})
+        if resume_state is not None:
+            _truncate_metrics(run_dir, start_epoch)
+
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(model)
+    if d.world > 1:
+        train_model = nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
+        )
+    loader_eval = eval_loader(eval_ds, cfg, d)
+    writer = None
+    if d.main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(run_dir / "tb"), purge_step=global_step or None)
+        except ImportError:
+            writer = None
+
+    def save(epoch: int, batch_in_epoch: int) -> None:
+        if not d.main:
+            return
+        weights = {"model.safetensors": model}
+        if ema is not None:
+            weights["ema.safetensors"] = ema.module
+        state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                 "batch_in_epoch": batch_in_epoch, "best_acc": best_acc, "model": cfg.model}
+        write_checkpoint(run_dir / "checkpoints", global_step, weights, state, {"model": cfg.model})
+
+    from tqdm import tqdm
+
+    seen, train_time = 0, 0.0
+    final = {}
+    t_run = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        train_seeded.epoch = epoch
+        skip = start_batch if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip * cfg.grad_accum)
+        loader = DataLoader(train_seeded, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                            drop_last=True, persistent_workers=False)
+        train_model.train()
+        loss_sum, loss_n = torch.zeros((), dtype=torch.float64), 0
+        bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=cfg.quiet or not d.main, leave=False, unit="step")
+        batch_in_epoch, micro = skip, 0
+        t0 = time.time()
+        stop = False
+        for x, y in loader:
+            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            torch.manual_seed(_mix(cfg.seed, global_step, micro, d.rank))  # dropout, drop-path, random h0
+            if mixup_fn is not None:
+                np.random.seed(_mix(cfg.seed, global_step, micro, d.rank) % (2**32))
+                x, y = mixup_fn(x, y)
+            last_micro = micro == cfg.grad_accum - 1
+            sync = contextlib.nullcontext() if (last_micro or d.world == 1) else train_model.no_sync()
+            with sync:
+                with autocast_ctx(cfg, d.device):
+                    loss = criterion(train_model(x), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {global_step}; lower the learning rate")
+                scaler.scale(loss / cfg.grad_accum).backward()
+            loss_sum += loss.detach().double().cpu()
+            loss_n += 1
+            seen += len(x)
+            micro += 1
+            if not last_micro:
+                continue
+            micro = 0
+            if cfg.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            global_step += 1
+            batch_in_epoch += 1
+            scheduler.step_update(global_step)
+            if ema is not None:
+                ema.update(model, step=global_step)
+            bar.update(1)
+            if bar.n % 10 == 0 or batch_in_epoch == steps_per_epoch:
+                elapsed = time.time() - t0
+                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{seen / max(train_time + elapsed, 1e-9):.0f}")
+            if writer is not None and global_step % 10 == 0:
+                writer.add_scalar("train/loss", loss.item(), global_step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
+            if cfg.ckpt_every and global_step % cfg.ckpt_every == 0 and batch_in_epoch < steps_per_epoch:
+                save(epoch, batch_in_epoch)
+            if cfg.max_steps is not None and global_step >= cfg.max_steps:
+                stop = True
+                break
+        bar.close()
+        train_time += time.time() - t0
+        metrics = run_eval(model, loader_eval, cfg, d)
+        if ema is not None:
+            metrics["ema_eval_acc"] = run_eval(ema.module, loader_eval, cfg, d)["eval_acc"]
+        score = metrics.get("ema_eval_acc", metrics["eval_acc"])
+        improved = score > best_acc
+        best_acc = max(best_acc, score)
+        if stop and batch_in_epoch < steps_per_epoch:
+            save(epoch, batch_in_epoch)
+        else:
+            save(epoch + 1, 0)
+        row = {"epoch": epoch, "step": global_step, "lr": optimizer.param_groups[0]["lr"],
+               "train_loss": (loss_sum / max(loss_n, 1)).item(), **metrics,
+               "images_per_s": seen / max(train_time, 1e-9), "elapsed_s": time.time() - t_run}
+        final = row
+        if d.main:
+            if improved:
+                save_weights(ema.module if ema is not None else model, run_dir / "best.safetensors",
+                             {"model": cfg.model, "step": str(global_step), "eval_acc": f"{score:.6f}"})
+            _append_metrics(run_dir, row)
+            if writer is not None:
+                for k in ("train_loss", "eval_loss", "eval_acc", "eval_top5"):
+                    writer.add_scalar(f"epoch/{k}", row[k], epoch)
+                writer.flush()
+            plot_curves({cfg.model: read_metrics(run_dir)}, run_dir / "curves.png", f"{cfg.model} on {info.name}")
+            if not cfg.quiet:
+                print(f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
+                      f"eval_loss {row['eval_loss']:.4f}  eval_acc {row['eval_acc']:.4f}  "
+                      f"{row['images_per_s']:.0f} img/s", flush=True)
+        if stop:
+            break
+    if writer is not None:
+        writer.close()
+    images_per_s = seen / max(train_time, 1e-9)
+    # every process must end with the same weights; check it rather than assume it
+    checksums = [weights_checksum(model)]
+    if d.world > 1:
+        gathered = [None] * d.world
+        dist.all_gather_object(gathered, checksums[0])
+        checksums = gathered
+    if d.main:
+        import yaml
+
+        from .checkpoint import atomic_write_bytes
+
+        summary = {"model": cfg.model, "world_size": d.world, "global_step": global_step, "best_acc": best_acc,
+                   "images_per_s": images_per_s, "params": params, "final": final, "replica_checksums": checksums}
+        atomic_write_bytes(run_dir / "summary.yaml", yaml.safe_dump(summary, sort_keys=False).encode())
+    if len(set(checksums)) > 1:
+        raise RuntimeError(f"processes ended with different weights: {checksums}")
+    return RunResult(run_dir, final, best_acc, images_per_s, params)
+
+
+def weights_checksum(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in state_dict order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+_CONFIG_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def evaluate(model_name: str, checkpoint: str | Path, data: str, *, img_size: int | None = None,
+             batch_size: int = 500, model_kwargs: dict | None = None, amp: str = "none") -> dict:
+    """Top-1/top-5 accuracy and loss of a checkpoint (a .safetensors file or a run folder, whose
+    best.safetensors is used) on the evaluation split of `data`."""
+    from .data import build_datasets
+
+    path = Path(checkpoint)
+    if path.is_dir():
+        if (path / "config.yaml").is_file() and img_size is None:
+            img_size = _read_config(path).get("img_size")
+            model_kwargs = model_kwargs or _read_config(path).get("model_kwargs")
+        path = path / "best.safetensors"
+    d = setup_distributed()
+    cfg = TrainConfig(model=model_name, data=data, img_size=img_size, eval_batch_size=batch_size,
+                      model_kwargs=model_kwargs or {}, amp=amp).resolved()
+    _, eval_ds, info = build_datasets(data, img_size=cfg.img_size, train_aug=None, subset=None, seed=0)
+    model = build_model(cfg, info.num_classes, info.in_chans).to(d.device)
+    meta = load_weights(model, path)
+    if meta.get("model") not in (None, model_name):
+        raise CheckpointError(f"{path} was written for model {meta['model']!r}, not {model_name!r}")
+    out = run_eval(model, eval_loader(eval_ds, cfg, d), cfg, d)
+    out["images"] = len(eval_ds)
+    return out
+
