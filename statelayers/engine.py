@@ -637,15 +637,19 @@ def evaluate(model_name: str, checkpoint: str | Path, data: str, *, img_size: in
     from .data import build_datasets
 
     path = Path(checkpoint)
+    train_aug = None
     if path.is_dir():
-        if (path / "config.yaml").is_file() and img_size is None:
-            img_size = _read_config(path).get("img_size")
-            model_kwargs = model_kwargs or _read_config(path).get("model_kwargs")
+        if (path / "config.yaml").is_file():
+            saved = _read_config(path)
+            img_size = img_size or saved.get("img_size")
+            model_kwargs = model_kwargs or saved.get("model_kwargs")
+            if saved.get("data") == data:
+                train_aug = saved.get("train_aug")  # ImageFolder: the run's eval resize / crop / interpolation
         path = path / "best.safetensors"
     d = setup_distributed()
     cfg = TrainConfig(model=model_name, data=data, img_size=img_size, eval_batch_size=batch_size,
                       model_kwargs=model_kwargs or {}, amp=amp).resolved()
-    _, eval_ds, info = build_datasets(data, img_size=cfg.img_size, train_aug=None, subset=None, seed=0)
+    _, eval_ds, info = build_datasets(data, img_size=cfg.img_size, train_aug=train_aug, subset=None, seed=0)
     model = build_model(cfg, info.num_classes, info.in_chans).to(d.device)
     meta = load_weights(model, path)
     if meta.get("model") not in (None, model_name):
