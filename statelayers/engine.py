@@ -459,6 +459,7 @@ def train(cfg: TrainConfig) -> RunResult:
             load_weights(ema.module, ckpt / "ema.safetensors", "EMA checkpoint")
         try:
             optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {ckpt} has an optimizer state that does not fit: {e}") from e
@@ -495,7 +496,8 @@ def train(cfg: TrainConfig) -> RunResult:
         weights = {"model.safetensors": model}
         if ema is not None:
             weights["ema.safetensors"] = ema.module
-        state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "scaler": scaler.state_dict(), "epoch": epoch,
                  "batch_in_epoch": batch_in_epoch, "best_acc": best_acc, "model": cfg.model}
         write_checkpoint(run_dir / "checkpoints", global_step, weights, state, {"model": cfg.model})
 

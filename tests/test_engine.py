@@ -173,3 +173,24 @@ def test_demo_prints_both_models_side_by_side(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cifar_resnet20" in out and "s6la_cifar_resnet20" in out and "test acc" in out
     assert list(tmp_path.glob("demo-*/curves.png"))
+
+
+def test_imagefolder_tree_trains_with_the_resnet_recipe(tmp_path):
+    from PIL import Image
+
+    from statelayers.data import load_digits
+
+    x, y = load_digits()
+    root = tmp_path / "tree"
+    for split, rng in (("train", range(0, 300)), ("val", range(300, 360))):
+        for i in rng:
+            if y[i] < 3:
+                d = root / split / f"class{int(y[i])}"
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(x[i].numpy()).convert("RGB").resize((40, 40)).save(d / f"{i}.png")
+    r = train(TrainConfig(model="cifar_resnet20", data=str(root), recipe="resnet", img_size=32, batch_size=16,
+                          epochs=1, quiet=True, output=str(tmp_path), name="folder"))
+    cfg = yaml.safe_load((r.run_dir / "config.yaml").read_text())
+    assert cfg["data_info"]["num_classes"] == 3 and cfg["data_info"]["in_chans"] == 3
+    assert cfg["sched"] == "step" and cfg["opt"] == "sgd"
+    assert 0.0 <= r.final_metrics["eval_acc"] <= 1.0
