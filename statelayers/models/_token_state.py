@@ -1,0 +1,106 @@
+"""The S6LA unit for token models (paper §4.3, Eq. 16–18, Algorithm 2; design note s6la.md §3–4).
+
+After each transformer block, with tokens `T ∈ (B, L, D)` and a summary token `c ∈ (B, D)` (the
+class token, or the mean token for models without one):
+
+    Δ   = softplus(W_up W_down c + b)          (B, D)    low rank r = ceil(D/8)
+    B   = W_B c                                (B, N)
+    h   = exp(Δ ⊗ A) ⊙ h + (Δ ⊙ c̃) ⊗ B        (B, D, N)  A = -exp(A_log), A_log ∈ (D, N)
+    T  <- T + (T W_Cᵀ) hᵀ                       fuse="mul": each token reads h with its own C = W_C t
+    T  <- T + W_cat(mean_D h)                   fuse="concat": the same state summary added to every token
+
+`c̃` is `c` RMS-normalised per sample (`c_norm="rms"`, the default), for the reason measured on the
+ResNets (BENCHMARKS.md): without it the input term is a small fraction of the decayed state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+
+from ..ssm import SelectiveParams, ssm_step, state_float
+
+__all__ = ["TokenStateUnit", "TOKEN_DT_RANGE"]
+
+# the same Δ range as the ResNets, chosen by measurement there (BENCHMARKS.md)
+TOKEN_DT_RANGE = (1e-2, 1.0, 1e-4)
+
+
+class TokenStateUnit(nn.Module):
+    """State update and read-out of one transformer block.
+
+    Args:
+        dim: D, the token width.
+        d_state: N.
+        fuse: "mul" (paper Eq. 18) or "concat" (the Table 6 ablation).
+        selective: False makes Δ and B learned constants.
+        zero_init_readout: start W_C (or W_cat) at zero, so the unit is the identity at init.
+        dt_rank: rank of the Δ projection (default ceil(D/8)).
+        c_norm: "rms" or "none", normalisation of the summary token in the input term.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        d_state: int = 32,
+        fuse: str = "mul",
+        selective: bool = True,
+        zero_init_readout: bool = False,
+        dt_rank: int | None = None,
+        dt_min: float = TOKEN_DT_RANGE[0],
+        dt_max: float = TOKEN_DT_RANGE[1],
+        dt_floor: float = TOKEN_DT_RANGE[2],
+        c_norm: str = "rms",
+    ):
+        super().__init__()
+        if fuse not in ("mul", "concat"):
+            raise ValueError(f"fuse must be 'mul' or 'concat', got {fuse!r}")
+        if c_norm not in ("rms", "none"):
+            raise ValueError(f"c_norm must be 'rms' or 'none', got {c_norm!r}")
+        self.dim, self.d_state, self.fuse, self.c_norm = dim, d_state, fuse, c_norm
+        self.ssm = SelectiveParams(
+            dim, dim, d_state, a_shape=(dim, d_state), dt_rank=dt_rank or math.ceil(dim / 8),
+            selective=selective, dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor,
+        )
+        if selective:
+            trunc_normal_(self.ssm.wB.weight, std=0.02)  # timm ViT convention
+        if fuse == "mul":
+            self.wC = nn.Linear(dim, d_state, bias=False)
+            readout = self.wC
+        else:
+            self.wcat = nn.Linear(d_state, dim)
+            nn.init.zeros_(self.wcat.bias)
+            readout = self.wcat
+        if zero_init_readout:
+            nn.init.zeros_(readout.weight)
+        else:
+            trunc_normal_(readout.weight, std=0.02)
+        self.record: list | None = None  # diagnostics, see `record_terms`
+
+    def update(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The new state from the old one (B, D, N) and the summary token c (B, D)."""
+        delta, b = self.ssm(c)
+        u = state_float(c)
+        if self.c_norm == "rms":
+            u = u * torch.rsqrt(u.square().mean(dim=-1, keepdim=True) + 1e-6)
+        terms = ssm_step(h, delta[:, :, None], self.ssm.A, u[:, :, None] * b[:, None, :])
+        if self.record is not None:
+            self.record.append(dict(
+                rms_decay=terms.decay.detach().square().mean().sqrt().item(),
+                rms_inject=terms.inject.detach().square().mean().sqrt().item(),
+                delta_mean=delta.detach().mean().item(),
+            ))
+        return terms.h
+
+    def read(self, tokens: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, L, D) after reading the state (B, D, N)."""
+        h = h.to(tokens.dtype)
+        if self.fuse == "mul":
+            return tokens + torch.bmm(self.wC(tokens), h.transpose(1, 2))
+        return tokens + self.wcat(h.mean(dim=1))[:, None, :]
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"ssm.{n}" for n in self.ssm.no_weight_decay()}
