@@ -152,6 +152,36 @@ PAPER_TABLES: dict[str, tuple[PaperRow, ...]] = {
 }
 
 
+_T2 = "paper Table 2 (From Layers to States, arXiv:2502.10463)"
+
+# paper Table 2 (ImageNet-1K, 224x224). The MRLA rows of Swin and PVTv2 have no official
+# MRLA-light code for those backbones and are left out. The paper's transformer rows mix counting
+# conventions (design note s6la.md §7.3-7.4), so several S6LA rows cannot be matched by any one design.
+PAPER_TABLES["transformers"] = (
+    PaperRow("DeiT-Ti", "Vanilla", "deit_tiny_patch16_224", 5.7, 1.2, _T2),
+    PaperRow("DeiT-Ti", "MRLA", "mrla_deit_tiny_patch16_224", 5.7, 1.4, _T2),
+    PaperRow("DeiT-Ti", "S6LA", "s6la_deit_tiny_patch16_224", 6.1, 1.5, _T2),
+    PaperRow("DeiT-S", "Vanilla", "deit_small_patch16_224", 22.1, 4.5, _T2),
+    PaperRow("DeiT-S", "MRLA", "mrla_deit_small_patch16_224", 22.1, 4.6, _T2),
+    PaperRow("DeiT-S", "S6LA", "s6la_deit_small_patch16_224", 23.3, 4.8, _T2),
+    PaperRow("DeiT-B", "Vanilla", "deit_base_patch16_224", 86.4, 16.8, _T2),
+    PaperRow("DeiT-B", "MRLA", "mrla_deit_base_patch16_224", 86.5, 16.9, _T2),
+    PaperRow("DeiT-B", "S6LA", "s6la_deit_base_patch16_224", 86.9, 17.1, _T2),
+    PaperRow("Swin-T", "Vanilla", "swin_tiny_patch4_window7_224", 28.3, 4.5, _T2),
+    PaperRow("Swin-T", "S6LA", "s6la_swin_tiny_patch4_window7_224", 30.5, 4.5, _T2),
+    PaperRow("Swin-S", "Vanilla", "swin_small_patch4_window7_224", 49.6, 8.7, _T2),
+    PaperRow("Swin-S", "S6LA", "s6la_swin_small_patch4_window7_224", 52.5, 8.7, _T2),
+    PaperRow("Swin-B", "Vanilla", "swin_base_patch4_window7_224", 87.8, 15.4, _T2),
+    PaperRow("Swin-B", "S6LA", "s6la_swin_base_patch4_window7_224", 91.3, 15.5, _T2),
+    PaperRow("PVTv2-B0", "Vanilla", "pvt_v2_b0", 3.4, 0.6, _T2),
+    PaperRow("PVTv2-B0", "S6LA", "s6la_pvt_v2_b0", 3.8, 0.6, _T2),
+    PaperRow("PVTv2-B1", "Vanilla", "pvt_v2_b1", 13.1, 2.3, _T2),
+    PaperRow("PVTv2-B1", "S6LA", "s6la_pvt_v2_b1", 14.5, 2.2, _T2),
+    PaperRow("PVTv2-B2", "Vanilla", "pvt_v2_b2", 25.4, 4.0, _T2),
+    PaperRow("PVTv2-B2", "S6LA", "s6la_pvt_v2_b2", 26.1, 4.1, _T2),
+)
+
+
 def paper_table(name: str) -> tuple[PaperRow, ...]:
     """The rows of the paper table ``name`` (see :data:`PAPER_TABLES`)."""
     try:

@@ -133,6 +133,15 @@ def test_profile_table_one_row(capsys):
     assert "25.8" in row and "25.832" in row
 
 
+def test_profile_table_transformers_has_table2_rows(capsys):
+    code, out, _ = run(capsys, "profile", "--table", "transformers", "--filter", "deit_tiny_patch16_224")
+    assert code == 0
+    row = next(line for line in out.splitlines() if "deit_tiny_patch16_224" in line)
+    assert row.split()[:3] == ["DeiT-Ti", "Vanilla", "deit_tiny_patch16_224"]
+    assert "5.7" in row and "5.717" in row
+    assert "Table 2" in out
+
+
 @pytest.mark.slow
 def test_profile_table_resnet(capsys):
     code, out, _ = run(capsys, "profile", "--table", "resnet")
