@@ -94,7 +94,7 @@ def _args_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--table",
         metavar="NAME",
-        help="instead of MODEL: a paper table beside our counts ('resnet': paper Table 1, R50/101/152)",
+        help="instead of MODEL: a paper table beside our counts ('resnet': Table 1; 'transformers': Table 2)",
     )
     p.add_argument("--filter", metavar="GLOB", help="with --table: only rows whose timm model matches, e.g. '*50'")
     p.add_argument("--real", action="store_true", help="count on a real forward pass instead of fake tensors")
