@@ -567,6 +567,10 @@ def train(cfg: TrainConfig) -> RunResult:
                 break
         bar.close()
         train_time += time.time() - t0
+        if d.world > 1:  # the logged training loss is the mean over all processes
+            totals = torch.stack([loss_sum, torch.tensor(float(loss_n), dtype=torch.float64)])
+            dist.all_reduce(totals)
+            loss_sum, loss_n = totals[0], int(totals[1].item())
         metrics = run_eval(model, loader_eval, cfg, d)
         if ema is not None:
             metrics["ema_eval_acc"] = run_eval(ema.module, loader_eval, cfg, d)["eval_acc"]
