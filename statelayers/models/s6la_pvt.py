@@ -1,0 +1,190 @@
+"""S6LA on PVTv2-B0/B1/B2 (design note s6la.md §4).
+
+The same recurrence as `s6la_swin.py` (see there and `HierarchicalS6LA`): one `TokenStateUnit` of
+width D_s per block of stage s, summary token = mean over the block's output tokens, the read
+updates all tokens, `h ← P_s h` (or a per-stage h0) at each stage change. timm's PVTv2 blocks take
+`(tokens (B, L, C), feat_size)`; after the last block of a stage come `stage.norm` and the reshape
+to NCHW, as in timm.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint
+from timm.models.pvt_v2 import PyramidVisionTransformerV2
+from timm.models.pvt_v2 import _cfg as pvt_cfg
+from timm.models.pvt_v2 import checkpoint_filter_fn as pvt_filter_fn
+
+from ._resnet_base import check_image_input
+from ._token_state import TOKEN_DT_RANGE
+from .s6la_swin import HierarchicalS6LA, build_hier
+
+__all__ = ["S6LAPyramidVisionTransformerV2"]
+
+
+def _conv_out(size: int, conv: nn.Conv2d) -> int:
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    return (size + 2 * p - k) // s + 1
+
+
+class S6LAPyramidVisionTransformerV2(HierarchicalS6LA, PyramidVisionTransformerV2):
+    """timm `PyramidVisionTransformerV2` with S6LA layer aggregation (one `TokenStateUnit` per block).
+
+    Args: as `S6LASwinTransformer` (d_state, fuse, selective, h0, transition, zero_init_readout,
+    dt_rank, c_norm, dt_min, dt_max, dt_floor); **kwargs are timm `PyramidVisionTransformerV2` arguments.
+    """
+
+    stage_attr = "stages"
+
+    def __init__(
+        self,
+        *,
+        d_state: int = 32,
+        fuse: str = "mul",
+        selective: bool = True,
+        h0: str = "learned",
+        transition: str = "linear",
+        zero_init_readout: bool = False,
+        dt_rank: int | None = None,
+        c_norm: str = "rms",
+        dt_min: float = TOKEN_DT_RANGE[0],
+        dt_max: float = TOKEN_DT_RANGE[1],
+        dt_floor: float = TOKEN_DT_RANGE[2],
+        **kwargs,
+    ):
+        self.check_s6la_options(d_state, fuse, h0, transition)
+        super().__init__(**kwargs)
+        dims = [info["num_chs"] for info in self.feature_info]
+        depths = [len(stage.blocks) for stage in self.stages]
+        self.init_s6la(
+            dims, depths, d_state=d_state, fuse=fuse, selective=selective, h0=h0, transition=transition,
+            zero_init_readout=zero_init_readout, dt_rank=dt_rank, c_norm=c_norm,
+            dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor,
+        )
+
+    def check_input(self, x: Any) -> None:
+        """Image checks, and that every stage is at least as large as its attention's
+        spatial-reduction conv (sr_ratio), which timm would otherwise fail on deep inside."""
+        name = type(self).__name__
+        check_image_input(x, self.in_chans, 1, name)
+        hh, ww = x.shape[-2:]
+        hh, ww = _conv_out(hh, self.patch_embed.proj), _conv_out(ww, self.patch_embed.proj)
+        for s, stage in enumerate(self.stages):
+            if stage.downsample is not None:
+                hh, ww = _conv_out(hh, stage.downsample.proj), _conv_out(ww, stage.downsample.proj)
+            sr = getattr(stage.blocks[0].attn, "sr", None) if len(stage.blocks) else None
+            k = sr.kernel_size[0] if isinstance(sr, nn.Conv2d) else 1
+            if min(hh, ww) < max(k, 1):
+                raise ValueError(
+                    f"{name}: a {x.shape[-2]}x{x.shape[-1]} px image gives a {hh}x{ww} feature map in stage {s}, "
+                    f"smaller than its attention's spatial reduction {k}x{k}; use larger images"
+                )
+
+    def _block_step(self, s: int, j: int, block: nn.Module, x: torch.Tensor, h: torch.Tensor, feat_size):
+        return self.state_tokens(s, j, block(x, feat_size), h)
+
+    def run_stages(self, x: torch.Tensor, take: list[int] | None = None, stop: int | None = None):
+        """Patch embed and stages: final NCHW features, final state, NCHW stage outputs."""
+        self.check_input(x)
+        x = self.patch_embed(x)  # NHWC
+        h = self.initial_state(x)
+        out = []
+        for s, stage in enumerate(self.stages):
+            if stop is not None and s > stop:
+                break
+            if s > 0:
+                h = self.transition_state(h, s, x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)  # NCHW -> NHWC
+            b, hh, ww, c = x.shape
+            feat_size = (hh, ww)
+            x = x.reshape(b, -1, c)
+            for j, block in enumerate(stage.blocks):
+                if stage.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                    x, h = checkpoint(self._block_step, s, j, block, x, h, feat_size)
+                else:
+                    x, h = self._block_step(s, j, block, x, h, feat_size)
+            x = stage.norm(x)
+            x = x.reshape(b, hh, ww, -1).permute(0, 3, 1, 2).contiguous()
+            if take is not None and s in take:
+                out.append(x)
+        return x, h, out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x, _, _ = self.run_stages(x)
+        return x
+
+    def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final NCHW features and the final state `(B, D_last, N)`."""
+        x, h, _ = self.run_stages(x)
+        return x, h
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ):
+        """timm's feature API: NCHW stage outputs (same arguments and outputs as timm's PVTv2)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        x, _, inter = self.run_stages(x, take, max_index if stop_early else None)
+        if intermediates_only:
+            return inter
+        return x, inter
+
+    def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
+        take = super().prune_intermediate_layers(indices, prune_norm, prune_head)
+        self.prune_s6la(len(self.stages))
+        return take
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return set(super().no_weight_decay()) | self.s6la_no_weight_decay()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^patch_embed|^h0",
+            blocks=[(r"^stages\.(\d+)", None), (r"^s6la\.(\d+)", None), (r"^s6la_(proj|h0)\.(\d+)", None)],
+        )
+
+
+PVT_ARCHS = {
+    "b0": dict(depths=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), num_heads=(1, 2, 5, 8)),
+    "b1": dict(depths=(2, 2, 2, 2), embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8)),
+    "b2": dict(depths=(3, 4, 6, 3), embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8)),
+}
+
+default_cfgs = generate_default_cfgs({f"s6la_pvt_v2_{s}": pvt_cfg() for s in PVT_ARCHS})
+
+
+def _create(size: str, pretrained: bool, **kwargs) -> S6LAPyramidVisionTransformerV2:
+    args = {**PVT_ARCHS[size], **kwargs}
+    return build_hier(
+        S6LAPyramidVisionTransformerV2, f"s6la_pvt_v2_{size}", pretrained, pvt_filter_fn, len(args["depths"]), **args
+    )
+
+
+@register_model
+def s6la_pvt_v2_b0(pretrained: bool = False, **kwargs) -> S6LAPyramidVisionTransformerV2:
+    return _create("b0", pretrained, **kwargs)
+
+
+@register_model
+def s6la_pvt_v2_b1(pretrained: bool = False, **kwargs) -> S6LAPyramidVisionTransformerV2:
+    return _create("b1", pretrained, **kwargs)
+
+
+@register_model
+def s6la_pvt_v2_b2(pretrained: bool = False, **kwargs) -> S6LAPyramidVisionTransformerV2:
+    return _create("b2", pretrained, **kwargs)
