@@ -286,11 +286,23 @@ def test_features_only():
     with torch.no_grad():
         final, inter = m.forward_intermediates(images(), indices=[11], output_fmt="NLC")
         torch.testing.assert_close(final, m.forward_features(images()))
-        torch.testing.assert_close(inter[0], final[:, 1:] * 0 + m.run_blocks(images())[0][:, 1:])
+        torch.testing.assert_close(inter[0], m.run_blocks(images())[0][:, 1:])
         d = m.forward_intermediates(images(), indices=2, output_dict=True, return_prefix_tokens=True)
         assert len(d["image_intermediates"]) == 2 and d["image_intermediates_prefix"][0].shape == (2, 1, 192)
     m.prune_intermediate_layers([3])
     assert len(m.blocks) == len(m.s6la) == 4
+
+
+def test_layer_decay_groups_and_reinit():
+    m = small(zero_init_readout=True)
+    groups = timm.optim.param_groups_layer_decay(m, weight_decay=0.05, no_weight_decay_list=m.no_weight_decay())
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    m.init_weights()  # timm's re-init must not clobber the S6LA init
+    for unit in m.s6la:
+        delta = F.softplus(unit.ssm.dt_up.bias)
+        assert delta.min() >= 1e-4 - 1e-7 and delta.max() <= 1.0 + 1e-6 and delta.std() > 0
+        assert unit.wC.weight.abs().sum() == 0
+        torch.testing.assert_close(unit.ssm.A_log[0].exp(), torch.arange(1.0, 33.0))
 
 
 def test_grad_checkpointing_matches():
@@ -386,8 +398,7 @@ def test_mrla_features_dynamic_and_warm_start():
 
 def test_aggregation_after_training():
     torch.manual_seed(0)
-    m = timm.create_model("s6la_deit_tiny_patch16_224", img_size=16, patch_size=4, num_classes=10,
-                          embed_dim=64, num_heads=2, depth=6)
+    m = timm.create_model("s6la_deit_tiny_patch16_224", img_size=16, patch_size=4, num_classes=10)
     assert isinstance(m, S6LAVisionTransformer)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(32, 3, 16, 16, generator=g)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
@@ -243,6 +244,7 @@ class S6LAVisionTransformer(BlockLoopViT):
             raise ValueError("summary='token' needs a class token (class_token=True)")
         dim = self.embed_dim
         self.d_state, self.fuse, self.summary, self.h0_mode = d_state, fuse, summary, h0
+        self.zero_init_readout = zero_init_readout
         self.s6la = nn.ModuleList(
             TokenStateUnit(
                 dim, d_state, fuse=fuse, selective=selective, zero_init_readout=zero_init_readout,
@@ -255,6 +257,26 @@ class S6LAVisionTransformer(BlockLoopViT):
             nn.init.kaiming_normal_(self.h0)  # fan_in = N: std √(2/N)
         else:
             self.h0 = None
+
+    def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
+        """timm's ViT init, then the S6LA init again (timm's generic Linear init would overwrite it)."""
+        super().init_weights(mode, needs_reset)
+        if "s6la" not in self._modules:  # called from VisionTransformer.__init__, before the units exist
+            return
+        with torch.no_grad():
+            for unit in self.s6la:
+                unit.ssm.reset_parameters()
+                if unit.ssm.selective:
+                    trunc_normal_(unit.ssm.wB.weight, std=0.02)
+                lin = unit.wC if unit.fuse == "mul" else unit.wcat
+                if self.zero_init_readout:
+                    nn.init.zeros_(lin.weight)
+                else:
+                    trunc_normal_(lin.weight, std=0.02)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+            if self.h0 is not None:
+                nn.init.kaiming_normal_(self.h0)
 
     # -- the recurrence ------------------------------------------------------------------------
 
