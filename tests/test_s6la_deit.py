@@ -417,3 +417,14 @@ def test_aggregation_after_training():
         _, h = m.forward_state(x)
     spread = h.std(dim=0).square().mean().sqrt() / h.square().mean().sqrt()
     assert spread > 0.3, spread.item()
+
+
+def test_mrla_gradients_and_compile():
+    m = small("mrla_deit_tiny_patch16_224").train()
+    F.cross_entropy(m(images()), torch.tensor([1, 2])).backward()
+    for name in ["wq.weight", "wk.weight", "wv.weight", "lambda_t", "norm_x.weight", "norm_o.weight"]:
+        g = m.get_parameter(f"blocks.0.mrla.{name}").grad
+        assert g is not None and g.abs().sum() > 0, name
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(torch.compile(m, backend="eager")(images()), m(images()))
