@@ -155,7 +155,7 @@ class S6LAPyramidVisionTransformerV2(HierarchicalS6LA, PyramidVisionTransformerV
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(
             stem=r"^patch_embed|^h0",
-            blocks=[(r"^stages\.(\d+)", None), (r"^s6la\.(\d+)", None), (r"^s6la_(proj|h0)\.(\d+)", None)],
+            blocks=[(r"^stages\.(\d+)", None), (r"^s6la\.(\d+)", None), (r"^s6la_(?:proj|h0)\.(\d+)", None)],
         )
 
 

@@ -357,10 +357,10 @@ class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
         groups = super().group_matcher(coarse)
         groups["stem"] = groups["stem"] + r"|^h0"
         if coarse:
-            groups["blocks"] = [(r"^layers\.(\d+)", None), (r"^s6la\.(\d+)", None), (r"^s6la_(proj|h0)\.(\d+)", None)]
+            groups["blocks"] = [(r"^layers\.(\d+)", None), (r"^s6la\.(\d+)", None), (r"^s6la_(?:proj|h0)\.(\d+)", None)]
         else:
             groups["blocks"] = groups["blocks"][:-1] + [
-                (r"^s6la\.(\d+)\.(\d+)", None), (r"^s6la_(proj|h0)\.(\d+)", None), groups["blocks"][-1],
+                (r"^s6la\.(\d+)\.(\d+)", None), (r"^s6la_(?:proj|h0)\.(\d+)", None), groups["blocks"][-1],
             ]
         return groups
 
