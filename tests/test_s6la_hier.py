@@ -406,3 +406,15 @@ def test_aggregation_after_training(make, kw):
         _, h = m.forward_state(x)
     spread = h.std(dim=0).square().mean().sqrt() / h.square().mean().sqrt()
     assert spread > 0.3, spread.item()
+
+
+def test_timm_reinit_keeps_the_s6la_init():
+    m = swin(zero_init_readout=True)
+    m.init_weights()  # timm's generic ViT init must not clobber the S6LA init
+    for units in m.s6la:
+        for unit in units:
+            delta = F.softplus(unit.ssm.dt_up.bias)
+            assert delta.min() >= 1e-4 - 1e-7 and delta.max() <= 1.0 + 1e-6 and delta.std() > 0
+            assert unit.wC.weight.abs().sum() == 0
+            torch.testing.assert_close(unit.ssm.A_log[0].exp(), torch.arange(1.0, 33.0))
+    torch.testing.assert_close(m.s6la_proj[1].weight, torch.eye(64, 32))

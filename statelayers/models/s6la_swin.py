@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
@@ -71,6 +72,7 @@ class HierarchicalS6LA:
     ) -> None:
         self.s6la_dims = list(dims)
         self.d_state, self.fuse, self.h0_mode, self.transition = d_state, fuse, h0, transition
+        self.zero_init_readout = zero_init_readout
         self.s6la = nn.ModuleList(
             nn.ModuleList(
                 TokenStateUnit(
@@ -96,6 +98,28 @@ class HierarchicalS6LA:
             self.s6la_h0 = nn.ParameterList(nn.Parameter(torch.empty(d, d_state)) for d in dims[1:])
             for p in self.s6la_h0:
                 nn.init.kaiming_normal_(p)
+
+    @torch.no_grad()
+    def reset_s6la(self) -> None:
+        """The S6LA init again (after a generic backbone re-init, which would overwrite it)."""
+        for units in self.s6la:
+            for unit in units:
+                unit.ssm.reset_parameters()
+                if unit.ssm.selective:
+                    trunc_normal_(unit.ssm.wB.weight, std=0.02)
+                lin = unit.wC if unit.fuse == "mul" else unit.wcat
+                if self.zero_init_readout:
+                    nn.init.zeros_(lin.weight)
+                else:
+                    trunc_normal_(lin.weight, std=0.02)
+                if lin.bias is not None:
+                    nn.init.zeros_(lin.bias)
+        if self.h0 is not None:
+            nn.init.kaiming_normal_(self.h0)
+        for p in self.s6la_h0 if self.s6la_h0 is not None else ():
+            nn.init.kaiming_normal_(p)
+        for lin in self.s6la_proj if self.s6la_proj is not None else ():
+            nn.init.eye_(lin.weight)
 
     @staticmethod
     def check_s6la_options(d_state: int, fuse: str, h0: str, transition: str) -> None:
@@ -239,9 +263,9 @@ class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
         dt_min, dt_max, dt_floor: initial range of the step sizes Δ.
         **kwargs: timm `SwinTransformer` arguments.
 
-    torch.export works on the strict-size model (the default, attention masks precomputed as
-    buffers); with `dynamic_img_size=True` the masks are built in the forward from the input
-    size, as in timm's own Swin.
+    `torch.export.export` works (tested against eager): the S6LA loop is plain tensor code. The
+    exported program is specialised to the traced image size, also with `dynamic_img_size=True`
+    (a guard rejects other sizes); exporting with symbolic image sizes was not attempted.
     """
 
     stage_attr = "layers"
@@ -271,6 +295,13 @@ class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
             zero_init_readout=zero_init_readout, dt_rank=dt_rank, c_norm=c_norm,
             dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor,
         )
+
+    @torch.jit.ignore
+    def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
+        """timm's Swin init, then the S6LA init again (timm's generic Linear init would overwrite it)."""
+        super().init_weights(mode, needs_reset)
+        if "s6la" in self._modules:  # not when called from SwinTransformer.__init__, before the units exist
+            self.reset_s6la()
 
     def check_input(self, x: Any) -> None:
         name = type(self).__name__
