@@ -418,3 +418,17 @@ def test_timm_reinit_keeps_the_s6la_init():
             assert unit.wC.weight.abs().sum() == 0
             torch.testing.assert_close(unit.ssm.A_log[0].exp(), torch.arange(1.0, 33.0))
     torch.testing.assert_close(m.s6la_proj[1].weight, torch.eye(64, 32))
+
+
+@pytest.mark.parametrize("name,vanilla", [(SWIN, "swin_tiny_patch4_window7_224"), (PVT, "pvt_v2_b0")])
+def test_full_size_warm_start_equals_vanilla(name, vanilla):
+    torch.manual_seed(0)
+    base = timm.create_model(vanilla).eval()
+    m = timm.create_model(name)
+    m.load_vanilla_state_dict(base.state_dict())
+    m.eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        out = m(x)
+        assert out.shape == (1, 1000)
+        torch.testing.assert_close(out, base(x))
