@@ -259,8 +259,10 @@ def test_gradients_reach_state_parameters():
                  "s6la.0.ssm.dt_down.weight", "s6la.0.ssm.wB.weight", "s6la.0.wC.weight", "s6la.10.wC.weight"]:
         g = m.get_parameter(name).grad
         assert g is not None and g.abs().sum() > 0, name
-    # the last block's read only changes patch tokens, which the class-token head never sees
-    assert m.s6la[11].wC.weight.grad.abs().sum() == 0
+    # the last block's read only changes patch tokens, which the class-token head never sees: that
+    # unit is frozen (kept for the paper's counts), so DDP and optimizers don't wait for its gradients
+    assert all(not p.requires_grad and p.grad is None for p in m.s6la[11].parameters())
+    assert all(p.requires_grad for p in m.s6la[10].parameters())
     m = small(global_pool="avg").train()
     F.cross_entropy(m(images()), torch.tensor([1, 2])).backward()
     assert m.s6la[11].wC.weight.grad.abs().sum() > 0 and m.s6la[11].ssm.wB.weight.grad.abs().sum() > 0
@@ -296,7 +298,7 @@ def test_features_only():
 def test_layer_decay_groups_and_reinit():
     m = small(zero_init_readout=True)
     groups = timm.optim.param_groups_layer_decay(m, weight_decay=0.05, no_weight_decay_list=m.no_weight_decay())
-    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    assert sum(len(g["params"]) for g in groups) == len([p for p in m.parameters() if p.requires_grad])
     m.init_weights()  # timm's re-init must not clobber the S6LA init
     for unit in m.s6la:
         delta = F.softplus(unit.ssm.dt_up.bias)

@@ -78,7 +78,8 @@ class TokenStateUnit(nn.Module):
             nn.init.zeros_(readout.weight)
         else:
             trunc_normal_(readout.weight, std=0.02)
-        self.record: list | None = None  # diagnostics, see `record_terms`
+        self.record: list | None = None  # diagnostics: per-update RMS of both terms and mean Δ
+        self.ablation: str | None = None  # diagnostics only: "inject" drops the input term
 
     def update(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """The new state from the old one (B, D, N) and the summary token c (B, D)."""
@@ -93,7 +94,7 @@ class TokenStateUnit(nn.Module):
                 rms_inject=terms.inject.detach().square().mean().sqrt().item(),
                 delta_mean=delta.detach().mean().item(),
             ))
-        return terms.h
+        return terms.decay if self.ablation == "inject" else terms.h
 
     def read(self, tokens: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Tokens (B, L, D) after reading the state (B, D, N)."""

@@ -257,6 +257,11 @@ class S6LAVisionTransformer(BlockLoopViT):
             nn.init.kaiming_normal_(self.h0)  # fan_in = N: std √(2/N)
         else:
             self.h0 = None
+        if self.global_pool == "token" and self.s6la:
+            # Eq. 19 passes the class token through, and a class-token head reads nothing else: the
+            # last unit can never get a gradient. It is kept (the paper's counts include it) but
+            # frozen, so that optimizers and DDP do not wait for gradients that never come.
+            self.s6la[-1].requires_grad_(False)
 
     def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
         """timm's ViT init, then the S6LA init again (timm's generic Linear init would overwrite it)."""

@@ -171,6 +171,9 @@ class HierarchicalS6LA:
         for s, units in enumerate(self.s6la):
             for j, unit in enumerate(units):
                 names |= {f"s6la.{s}.{j}.{n}" for n in unit.no_weight_decay()}
+        if self.s6la_proj is not None:
+            # identity-initialised stage transitions: weight decay would pull them to zero, i.e. reset h
+            names |= {f"s6la_proj.{i}.weight" for i in range(len(self.s6la_proj))}
         return names
 
     def prune_s6la(self, n_stages: int) -> None:
