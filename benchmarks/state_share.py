@@ -10,6 +10,8 @@ under several settings of the state-update constants, and for each prints
   * the spread of the final state across images relative to its RMS.
 
     python benchmarks/state_share.py --epochs 4 --train-size 12000 --seeds 0
+    python benchmarks/state_share.py --model s6la_deit_tiny_patch16_224 --d-state 32 --opt adamw --lr 1e-3 \
+        --model-kwargs img_size=28 patch_size=4 in_chans=1 num_classes=10 depth=6
 """
 
 from __future__ import annotations
@@ -52,17 +54,28 @@ def augment(x, gen):
     return torch.where(torch.rand(len(x), 1, 1, generator=gen) < 0.5, x.flip(-1), x)
 
 
+def set_ablation(model, value):
+    """ResNets carry the switch on the model, token models on each unit."""
+    units = getattr(model, "s6la", None)
+    if isinstance(units, torch.nn.ModuleList):
+        for u in units.modules():
+            if hasattr(u, "ablation"):
+                u.ablation = value
+    else:
+        model.state_ablation = value
+
+
 @torch.no_grad()
 def accuracy(model, x, y, ablation=None, zero_state=False):
     model.eval()
-    model.state_ablation = ablation
+    set_ablation(model, ablation)
     saved = None
     if zero_state:
         saved, model.h0 = model.h0, None
     correct = 0
     for xb, yb in batches(x, y, 500, False):
         correct += (model(to_float(xb)).argmax(1) == yb).sum().item()
-    model.state_ablation = None
+    set_ablation(model, None)
     if zero_state:
         model.h0 = saved
     return correct / len(x)
@@ -86,17 +99,27 @@ def run(name, kw, args, data, seed):
     xtr, ytr, xte, yte = data
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = timm.create_model(args.model, d_state=args.d_state, **kw)
+    if "resnet" not in args.model:  # token models name the same switch after their summary token c
+        kw = {("c_norm" if k == "u_norm" else k): v for k, v in kw.items()}
+    model = timm.create_model(args.model, d_state=args.d_state, **args.model_kwargs, **kw)
     a_log0 = [m.A_log.detach().clone() for m in model.modules() if hasattr(m, "A_log")]
-    sel0 = {n: p.detach().clone() for n, p in model.named_parameters() if ".s6la." in n and p.ndim == 2}
-    conv0 = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("conv2.weight")}
+    sel0 = {n: p.detach().clone() for n, p in model.named_parameters()
+            if "s6la" in n and (".dt_" in n or ".wB." in n) and p.ndim == 2 and p.requires_grad}
+    conv0 = {n: p.detach().clone() for n, p in model.named_parameters()
+             if n.endswith(("conv2.weight", "mlp.fc1.weight"))}
     d0, _ = delta_snapshot(model, xte[:256])
     nwd = model.no_weight_decay()
     params = [
-        {"params": [p for n, p in model.named_parameters() if n in nwd or p.ndim <= 1], "weight_decay": 0.0},
-        {"params": [p for n, p in model.named_parameters() if not (n in nwd or p.ndim <= 1)], "weight_decay": 5e-4},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and (n in nwd or p.ndim <= 1)],
+         "weight_decay": 0.0},
+        {"params": [p for n, p in model.named_parameters() if p.requires_grad and not (n in nwd or p.ndim <= 1)],
+         "weight_decay": 5e-4},
     ]
-    opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, nesterov=True)
+    if args.opt == "adamw":
+        params[1]["weight_decay"] = 0.05
+        opt = torch.optim.AdamW(params, lr=args.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=args.lr, momentum=0.9, nesterov=True)
     steps = args.epochs * ((len(xtr) + args.batch_size - 1) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.15)
     t0 = time.time()
@@ -139,15 +162,22 @@ def main():
     ap.add_argument("--train-size", type=int, default=12000)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--opt", choices=("sgd", "adamw"), default="sgd")
+    ap.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra timm.create_model arguments, e.g. img_size=28 patch_size=4 in_chans=1")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--settings", nargs="*", default=list(SETTINGS), help="names from: " + " | ".join(SETTINGS))
     args = ap.parse_args()
+    import yaml
+
+    args.model_kwargs = {k: yaml.safe_load(v) for k, _, v in (kv.partition("=") for kv in args.model_kwargs)}
     torch.set_num_threads(max(1, torch.get_num_threads()))
     xtr, ytr, xte, yte = load_fashion_mnist()
     per_class = args.train_size // 10
     keep = torch.cat([torch.nonzero(ytr == c).flatten()[:per_class] for c in range(10)])
     data = (xtr[keep], ytr[keep], xte, yte)
-    print(f"# {args.model} N={args.d_state}, Fashion-MNIST {len(keep)} train / {len(xte)} test, "
+    print(f"# {args.model} {args.model_kwargs} N={args.d_state}, {args.opt} lr {args.lr}, "
+          f"Fashion-MNIST {len(keep)} train / {len(xte)} test, "
           f"{args.epochs} epochs, torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.settings:
         for seed in args.seeds:
