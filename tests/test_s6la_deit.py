@@ -106,9 +106,9 @@ def reference_forward(m, x):
         t = block(t)
         c = t[:, 0]
         p = unit.ssm
-        delta = softplus64(c @ p.dt_down.weight.T @ p.dt_up.weight.T + p.dt_up.bias)  # (B, D)
-        bvec = c @ p.wB.weight.T  # (B, N)
-        u = c / torch.sqrt((c * c).mean(-1, keepdim=True) + 1e-6)
+        u = c / torch.sqrt((c * c).mean(-1, keepdim=True) + 1e-6)  # c̃: Δ, B and the input all use it
+        delta = softplus64(u @ p.dt_down.weight.T @ p.dt_up.weight.T + p.dt_up.bias)  # (B, D)
+        bvec = u @ p.wB.weight.T  # (B, N)
         a = -torch.exp(p.A_log)  # (D, N)
         h = torch.exp(delta[:, :, None] * a) * h + (delta * u)[:, :, None] * bvec[:, None, :]
         patches = t[:, 1:]

@@ -120,9 +120,9 @@ def reference_pvt(m, x):
             t = block(t, (hh, ww))
             p = unit.ssm
             cbar = t.mean(dim=1)  # (B, D): the summary token
-            delta = softplus64(cbar @ p.dt_down.weight.T @ p.dt_up.weight.T + p.dt_up.bias)
-            bvec = cbar @ p.wB.weight.T  # (B, N)
-            u = cbar / torch.sqrt((cbar * cbar).mean(-1, keepdim=True) + 1e-6)
+            u = cbar / torch.sqrt((cbar * cbar).mean(-1, keepdim=True) + 1e-6)  # c̃ feeds Δ, B and the input
+            delta = softplus64(u @ p.dt_down.weight.T @ p.dt_up.weight.T + p.dt_up.bias)
+            bvec = u @ p.wB.weight.T  # (B, N)
             a = -torch.exp(p.A_log)
             h = torch.exp(delta[:, :, None] * a) * h + (delta * u)[:, :, None] * bvec[:, None, :]
             t = t + torch.einsum("bln,bdn->bld", t @ unit.wC.weight.T, h)
