@@ -29,6 +29,7 @@ __all__ = [
     "write_checkpoint",
     "latest_checkpoint",
     "read_state",
+    "load_into_larger_model",
 ]
 
 
@@ -144,3 +145,31 @@ def read_state(ckpt: Path) -> dict:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as e:  # torch raises several types for damaged files
         raise CheckpointError(f"checkpoint state {path} is corrupt or truncated ({type(e).__name__}: {e})") from e
+
+
+def load_into_larger_model(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], strict: bool = True,
+                           adapt=None) -> list[str]:
+    """Load a vanilla backbone's state_dict into a model that has it plus new modules.
+
+    Every key must exist in the model (with `strict`; else unknown keys are skipped) with the same
+    shape, or `adapt(key, tensor, target)` must turn it into the target's shape (returns None when
+    it cannot). Nothing is loaded unless everything fits. Returns the model's keys the checkpoint
+    lacked (the new modules, which keep their init).
+    """
+    own = model.state_dict()
+    new = {}
+    for k, v in state_dict.items():
+        if k not in own:
+            if strict:
+                raise ValueError(f"checkpoint key {k!r} does not exist in {type(model).__name__}")
+            continue
+        target = own[k]
+        fitted = v if v.shape == target.shape else (adapt(k, v, target) if adapt is not None else None)
+        if fitted is None:
+            raise ValueError(
+                f"checkpoint tensor {k!r} has shape {tuple(v.shape)}, model expects {tuple(target.shape)}: "
+                "is it the same architecture, image/patch size, in_chans and num_classes?"
+            )
+        new[k] = fitted
+    model.load_state_dict(new, strict=False)
+    return [k for k in own if k not in new]

@@ -24,6 +24,8 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch.utils.checkpoint import checkpoint
 
+from ..checkpoint import load_into_larger_model
+
 __all__ = [
     "residual_branch",
     "block_shortcut",
@@ -305,28 +307,14 @@ class StatefulResNet(StagedResNet):
         until the new slots learn. The fc is widened the same way when `head_concat` is on.
         Parameters that the vanilla model lacks keep their own init. Returns the missing keys.
         """
-        own = self.state_dict()
-        new = {}
-        for k, v in state_dict.items():
-            if k not in own:
-                if strict:
-                    raise ValueError(f"checkpoint key {k!r} does not exist in {type(self).__name__}")
-                continue
-            target = own[k]
-            if v.shape == target.shape:
-                new[k] = v
-            elif widened_by_state(k, v, target, self.state_chs, self.head_concat):
-                w = torch.zeros_like(target)
-                w[:, : v.shape[1]] = v
-                new[k] = w
-            else:
-                raise ValueError(
-                    f"checkpoint tensor {k!r} has shape {tuple(v.shape)}, model expects {tuple(target.shape)}: "
-                    "is it the same depth, in_chans and num_classes?"
-                )
-        missing = [k for k in own if k not in new]
-        self.load_state_dict(new, strict=False)
-        return missing
+        def widen(key, old, target):
+            if not widened_by_state(key, old, target, self.state_chs, self.head_concat):
+                return None
+            w = torch.zeros_like(target)
+            w[:, : old.shape[1]] = old
+            return w
+
+        return load_into_larger_model(self, state_dict, strict, adapt=widen)
 
 
 def widened_by_state(key: str, old: torch.Tensor, new: torch.Tensor, state_chs: int, head_concat: bool) -> bool:

@@ -25,7 +25,7 @@ from timm.layers import trunc_normal_
 
 from ..ssm import SelectiveParams, ssm_step, state_float
 
-__all__ = ["TokenStateUnit", "TOKEN_DT_RANGE"]
+__all__ = ["TokenStateUnit", "TOKEN_DT_RANGE", "record_state_terms", "zero_readouts"]
 
 # the same Δ range as the ResNets, chosen by measurement there (BENCHMARKS.md)
 TOKEN_DT_RANGE = (1e-2, 1.0, 1e-4)
@@ -107,3 +107,31 @@ class TokenStateUnit(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {f"ssm.{n}" for n in self.ssm.no_weight_decay()}
+
+
+@torch.no_grad()
+def record_state_terms(named_units: list[tuple[str, TokenStateUnit]], run) -> list[dict]:
+    """Call `run()` with every unit recording its update; one row per update, labelled by block:
+    RMS of the decay term exp(ΔA)·h and of the input term Δ·c̃·B, their ratio, and the mean Δ."""
+    record: list[dict] = []
+    for _, unit in named_units:
+        unit.record = record
+    try:
+        run()
+    finally:
+        for _, unit in named_units:
+            unit.record = None
+    for (name, _), r in zip(named_units, record):
+        r["block"] = name
+        r["inject_over_decay"] = r["rms_inject"] / max(r["rms_decay"], 1e-12)
+    return record
+
+
+@torch.no_grad()
+def zero_readouts(units) -> None:
+    """Zero the read-outs (W_C, or W_cat and its bias): the units then leave the tokens unchanged."""
+    for unit in units:
+        lin = unit.wC if unit.fuse == "mul" else unit.wcat
+        lin.weight.zero_()
+        if lin.bias is not None:
+            lin.bias.zero_()

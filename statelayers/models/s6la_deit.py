@@ -26,9 +26,10 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from ..checkpoint import load_into_larger_model
 from ..ssm import state_float
 from ._resnet_base import check_image_input
-from ._token_state import TOKEN_DT_RANGE, TokenStateUnit
+from ._token_state import TOKEN_DT_RANGE, TokenStateUnit, record_state_terms, zero_readouts
 
 __all__ = ["S6LAVisionTransformer", "BlockLoopViT", "deit_cfg", "build_vit"]
 
@@ -177,21 +178,7 @@ class BlockLoopViT(VisionTransformer):
         Every key of `state_dict` must exist in the model with the same shape (with `strict`;
         otherwise unknown keys are skipped). Returns the model's keys the checkpoint lacked.
         """
-        own = self.state_dict()
-        new = {}
-        for k, v in state_dict.items():
-            if k not in own:
-                if strict:
-                    raise ValueError(f"checkpoint key {k!r} does not exist in {type(self).__name__}")
-                continue
-            if v.shape != own[k].shape:
-                raise ValueError(
-                    f"checkpoint tensor {k!r} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}: "
-                    "is it the same size, img_size, patch_size, in_chans and num_classes?"
-                )
-            new[k] = v
-        self.load_state_dict(new, strict=False)
-        return [k for k in own if k not in new]
+        return load_into_larger_model(self, state_dict, strict)
 
 
 class S6LAVisionTransformer(BlockLoopViT):
@@ -345,29 +332,14 @@ class S6LAVisionTransformer(BlockLoopViT):
         """
         missing = super().load_vanilla_state_dict(state_dict, strict=strict)
         if zero_readout:
-            with torch.no_grad():
-                for lin in self.readouts():
-                    lin.weight.zero_()
-                    if lin.bias is not None:
-                        lin.bias.zero_()
+            zero_readouts(self.s6la)
         return missing
 
     @torch.no_grad()
     def state_diagnostics(self, x: torch.Tensor) -> list[dict]:
         """Per block: RMS of the decay term exp(ΔA)·h and of the input term Δ·c̃·B, their ratio,
         and the mean Δ, on the batch `x` (in the model's current train/eval mode)."""
-        record: list[dict] = []
-        for unit in self.s6la:
-            unit.record = record
-        try:
-            self.run_blocks(x)
-        finally:
-            for unit in self.s6la:
-                unit.record = None
-        for i, r in enumerate(record):
-            r["block"] = f"blocks.{i}"
-            r["inject_over_decay"] = r["rms_inject"] / max(r["rms_decay"], 1e-12)
-        return record
+        return record_state_terms([(f"blocks.{i}", u) for i, u in enumerate(self.s6la)], lambda: self.run_blocks(x))
 
 
 default_cfgs = generate_default_cfgs({f"s6la_deit_{s}_patch16_224": deit_cfg() for s in DEIT_ARCHS})

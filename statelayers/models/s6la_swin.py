@@ -33,9 +33,10 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import _cfg as swin_cfg
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
 
+from ..checkpoint import load_into_larger_model
 from ..ssm import state_float
 from ._resnet_base import check_image_input
-from ._token_state import TOKEN_DT_RANGE, TokenStateUnit
+from ._token_state import TOKEN_DT_RANGE, TokenStateUnit, record_state_terms, zero_readouts
 
 __all__ = ["HierarchicalS6LA", "S6LASwinTransformer", "build_hier"]
 
@@ -198,45 +199,17 @@ class HierarchicalS6LA:
         default): the model's output then equals the vanilla model's. Returns the model's keys
         that the checkpoint did not provide.
         """
-        own = self.state_dict()
-        new = {}
-        for k, v in state_dict.items():
-            if k not in own:
-                if strict:
-                    raise ValueError(f"checkpoint key {k!r} does not exist in {type(self).__name__}")
-                continue
-            if v.shape != own[k].shape:
-                raise ValueError(
-                    f"checkpoint tensor {k!r} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}: "
-                    "is it the same architecture, in_chans and num_classes?"
-                )
-            new[k] = v
-        self.load_state_dict(new, strict=False)
+        missing = load_into_larger_model(self, state_dict, strict)
         if zero_readout:
-            with torch.no_grad():
-                for lin in self.readouts():
-                    lin.weight.zero_()
-                    if lin.bias is not None:
-                        lin.bias.zero_()
-        return [k for k in own if k not in new]
+            zero_readouts(u for units in self.s6la for u in units)
+        return missing
 
     @torch.no_grad()
     def state_diagnostics(self, x: torch.Tensor) -> list[dict]:
         """Per block: RMS of the decay term exp(ΔA)·h and of the input term Δ·c̃·B, their ratio,
         and the mean Δ, on the batch `x` (in the model's current train/eval mode)."""
-        record: list[dict] = []
-        units = [(s, j, u) for s, us in enumerate(self.s6la) for j, u in enumerate(us)]
-        for _, _, u in units:
-            u.record = record
-        try:
-            self.forward_state(x)
-        finally:
-            for _, _, u in units:
-                u.record = None
-        for (s, j, _), r in zip(units, record):
-            r["block"] = f"{self.stage_attr}.{s}.blocks.{j}"
-            r["inject_over_decay"] = r["rms_inject"] / max(r["rms_decay"], 1e-12)
-        return record
+        units = [(f"{self.stage_attr}.{s}.blocks.{j}", u) for s, us in enumerate(self.s6la) for j, u in enumerate(us)]
+        return record_state_terms(units, lambda: self.forward_state(x))
 
 
 def build_hier(cls: type, variant: str, pretrained: bool, filter_fn, n_stages: int, **kwargs) -> nn.Module:
