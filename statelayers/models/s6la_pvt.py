@@ -21,7 +21,6 @@ from timm.models.pvt_v2 import _cfg as pvt_cfg
 from timm.models.pvt_v2 import checkpoint_filter_fn as pvt_filter_fn
 
 from ._resnet_base import check_image_input
-from ._token_state import TOKEN_DT_RANGE
 from .s6la_swin import HierarchicalS6LA, build_hier
 
 __all__ = ["S6LAPyramidVisionTransformerV2"]
@@ -41,31 +40,6 @@ class S6LAPyramidVisionTransformerV2(HierarchicalS6LA, PyramidVisionTransformerV
 
     stage_attr = "stages"
 
-    def __init__(
-        self,
-        *,
-        d_state: int = 32,
-        fuse: str = "mul",
-        selective: bool = True,
-        h0: str = "learned",
-        transition: str = "linear",
-        zero_init_readout: bool = False,
-        dt_rank: int | None = None,
-        c_norm: str = "rms",
-        dt_min: float = TOKEN_DT_RANGE[0],
-        dt_max: float = TOKEN_DT_RANGE[1],
-        dt_floor: float = TOKEN_DT_RANGE[2],
-        **kwargs,
-    ):
-        self.check_s6la_options(d_state, fuse, h0, transition)
-        super().__init__(**kwargs)
-        dims = [info["num_chs"] for info in self.feature_info]
-        depths = [len(stage.blocks) for stage in self.stages]
-        self.init_s6la(
-            dims, depths, d_state=d_state, fuse=fuse, selective=selective, h0=h0, transition=transition,
-            zero_init_readout=zero_init_readout, dt_rank=dt_rank, c_norm=c_norm,
-            dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor,
-        )
 
     def check_input(self, x: Any) -> None:
         """Image checks, and that every stage is at least as large as its attention's

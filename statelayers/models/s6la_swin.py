@@ -45,7 +45,8 @@ TRANSITIONS = ("linear", "reset")
 
 
 class HierarchicalS6LA:
-    """Mixin: S6LA state on a model with stages of widths `dims` and `depths` blocks.
+    """Mixin: S6LA state on a model with stages of widths `dims` and `depths` blocks. Subclasses
+    set `stage_attr` (the timm attribute holding the stages) and come before the timm class.
 
     Modules (names used in checkpoints and `no_weight_decay`):
         s6la.{s}.{j}: the `TokenStateUnit` of block j of stage s.
@@ -53,6 +54,32 @@ class HierarchicalS6LA:
         s6la_proj.{s}: `Linear(D_s, D_{s+1}, bias=False)`, identity init (`transition="linear"`).
         s6la_h0.{s-1}: learned initial state (D_s, N) of stage s ≥ 1 (`transition="reset"`, `h0="learned"`).
     """
+
+    def __init__(
+        self,
+        *,
+        d_state: int = 32,
+        fuse: str = "mul",
+        selective: bool = True,
+        h0: str = "learned",
+        transition: str = "linear",
+        zero_init_readout: bool = False,
+        dt_rank: int | None = None,
+        c_norm: str = "rms",
+        dt_min: float = TOKEN_DT_RANGE[0],
+        dt_max: float = TOKEN_DT_RANGE[1],
+        dt_floor: float = TOKEN_DT_RANGE[2],
+        **kwargs,
+    ):
+        self.check_s6la_options(d_state, fuse, h0, transition)
+        super().__init__(**kwargs)  # the timm backbone, next in the MRO
+        dims = [info["num_chs"] for info in self.feature_info]
+        depths = [len(stage.blocks) for stage in getattr(self, self.stage_attr)]
+        self.init_s6la(
+            dims, depths, d_state=d_state, fuse=fuse, selective=selective, h0=h0, transition=transition,
+            zero_init_readout=zero_init_readout, dt_rank=dt_rank, c_norm=c_norm,
+            dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor,
+        )
 
     def init_s6la(
         self,
@@ -246,31 +273,6 @@ class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
 
     stage_attr = "layers"
 
-    def __init__(
-        self,
-        *,
-        d_state: int = 32,
-        fuse: str = "mul",
-        selective: bool = True,
-        h0: str = "learned",
-        transition: str = "linear",
-        zero_init_readout: bool = False,
-        dt_rank: int | None = None,
-        c_norm: str = "rms",
-        dt_min: float = TOKEN_DT_RANGE[0],
-        dt_max: float = TOKEN_DT_RANGE[1],
-        dt_floor: float = TOKEN_DT_RANGE[2],
-        **kwargs,
-    ):
-        self.check_s6la_options(d_state, fuse, h0, transition)
-        super().__init__(**kwargs)
-        dims = [info["num_chs"] for info in self.feature_info]
-        depths = [len(stage.blocks) for stage in self.layers]
-        self.init_s6la(
-            dims, depths, d_state=d_state, fuse=fuse, selective=selective, h0=h0, transition=transition,
-            zero_init_readout=zero_init_readout, dt_rank=dt_rank, c_norm=c_norm,
-            dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor,
-        )
 
     @torch.jit.ignore
     def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
