@@ -1,0 +1,407 @@
+"""The linear recurrence `h_k = a_k ⊙ h_{k-1} + b_k` along time, with gradients (the S7 scan).
+
+    linear_scan(a, b, h0=None, *, reverse=False, impl="auto")   # fast, (B, L, P) → (B, L, P)
+    linear_scan_reference(a, b, h0=None, *, reverse=False)      # the specification: a Python loop
+
+`a`, `b` are `(batch, time, lanes)`, real or complex, of one dtype; `h_{-1} = h0` (`(batch, lanes)`,
+zeros by default). `reverse=True` runs from the last step to the first (`h_L = h0`), for
+bidirectional layers. float16/bfloat16 inputs are computed and returned in float32: the state is
+kept in float32 as everywhere in this package (`ssm.py`), because the small decays that carry
+information over thousands of steps do not survive half precision.
+
+Implementations (`impl`), chosen by measurement on the 2-core CPU this project runs on (design
+note scan.md; `benchmarks/scan.py` measures them again):
+
+* `"numba"` — one sequential pass over memory in a compiled kernel, lanes innermost (the layout's
+  contiguous axis, so the lane loop vectorises), and a fused hand-written backward. The fastest
+  path on CPU. Kernels compile on first use and are cached on disk (`cache=True`), per dtype
+  (float32/64, complex64/128). Single-threaded: splitting batches over 2 threads with `prange`
+  did not beat one thread here, the scan being bound by memory bandwidth, not arithmetic.
+* `"torch"` — pure torch, any device. When a time step is small (≤ 8 KiB of lanes on CPU; always on
+  other devices) a per-step loop pays Python and dispatch overhead thousands of times, so the
+  time axis is cut into chunks of T ≈ √(L/2) steps that are scanned side by side: pass 1 gets each
+  chunk's end state from zero and its product of `a`, a short loop over chunks gives every chunk's
+  true start state, and pass 2 rescans all chunks from those states into the output (2T + L/T
+  torch ops, about twice the memory traffic of one pass, no O(L) temporaries). Above that size a
+  plain loop writing each step into a preallocated output is faster. On CPU the crossover was
+  measured (20× faster for 64 lanes at L = 16k, 2× slower for 64k lanes); on GPUs, where launch
+  overhead dominates even more, the chunked form is used throughout (not measured: no GPU here).
+  The chunked form multiplies chunk products of `a` into carried states, so for an unstable
+  recurrence (|a| > 1 until overflow) it may produce inf/nan where a sequential loop overflows
+  differently; for |a| ≤ 1 it is as accurate as the loop.
+* `"reference"` — `linear_scan_reference`, autograd through plain torch ops.
+* `"auto"` — `"numba"` for CPU tensors when numba imports (numba is optional), else `"torch"`.
+
+Gradients of the fast paths come from a reverse scan of the adjoint (written here for the forward
+direction; `reverse=True` mirrors the time indices):
+
+    g_k   = ∂ℓ/∂h_k (total) = gy_k + conj(a_{k+1}) g_{k+1},   g_{L-1} = gy_{L-1}
+    ∂ℓ/∂b_k = g_k,   ∂ℓ/∂a_k = g_k conj(h_{k-1}),   ∂ℓ/∂h0 = conj(a_0) g_0
+
+with the conjugates of PyTorch's complex autograd convention (for real dtypes conj is the
+identity). Backward keeps `a` and the output `h` (no other O(L) state). Double backward is not
+supported: the fast paths are `once_differentiable` and raise if differentiated twice (use
+`impl="reference"` for that).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import sys
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ["linear_scan", "linear_scan_reference", "numba_available"]
+
+IMPLS = ("auto", "numba", "torch", "reference")
+_SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
+# on CPU, a time step of at most this many bytes of lanes is scanned in chunks (measured crossover)
+_CHUNK_MAX_STEP_BYTES = 8192
+_HUGEPAGE, _MADV_HUGEPAGE, _HUGEPAGE_MIN_BYTES = 2 * 2**20, 14, 8 * 2**20
+
+
+# --------------------------------------------------------------------------------------- checks
+
+
+def _prepare(a, b, h0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate the arguments and bring them to the state dtype (float32 for half inputs)."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"linear_scan: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if a.dim() != 3:
+        raise ValueError(f"linear_scan: a must have rank 3 (batch, time, lanes), got shape {tuple(a.shape)}")
+    if a.shape != b.shape:
+        raise ValueError(f"linear_scan: a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dtype != b.dtype:
+        raise ValueError(f"linear_scan: a and b must have the same dtype, got {a.dtype} and {b.dtype}")
+    if a.dtype not in _SUPPORTED:
+        raise ValueError(f"linear_scan: unsupported dtype {a.dtype} (floating or complex only)")
+    if a.device != b.device:
+        raise ValueError(f"linear_scan: a and b must be on the same device, got {a.device} and {b.device}")
+    state = torch.promote_types(a.dtype, torch.float32)
+    if h0 is not None:
+        if not isinstance(h0, torch.Tensor):
+            raise ValueError(f"linear_scan: h0 must be a torch.Tensor or None, got {type(h0).__name__}")
+        want = (a.shape[0], a.shape[2])
+        if tuple(h0.shape) != want:
+            raise ValueError(f"linear_scan: h0 must have shape {want} (batch, lanes), got {tuple(h0.shape)}")
+        if h0.dtype not in (a.dtype, state):
+            raise ValueError(f"linear_scan: h0 must have dtype {a.dtype} (or {state}), got {h0.dtype}")
+        if h0.device != a.device:
+            raise ValueError(f"linear_scan: h0 must be on {a.device} like a and b, got {h0.device}")
+        h0 = h0.to(state)
+    return a.to(state), b.to(state), h0
+
+
+def numba_available() -> bool:
+    """True when numba imports, i.e. `impl="numba"` can be used (for CPU tensors)."""
+    return _numba_kernels() is not None
+
+
+# ------------------------------------------------------------------------------------ reference
+
+
+def linear_scan_reference(a, b, h0=None, *, reverse=False) -> torch.Tensor:
+    """`h_k = a_k * h_{k-1} + b_k`, one time step at a time (the specification of `linear_scan`).
+
+    Autograd runs through the plain torch ops. `unbind` rather than indexing, so that backward
+    gathers the per-step gradients once instead of materialising a full-size tensor per step.
+    """
+    a, b, h0 = _prepare(a, b, h0)
+    batch, length, lanes = a.shape
+    h = h0 if h0 is not None else a.new_zeros(batch, lanes)
+    a_steps, b_steps = a.unbind(1), b.unbind(1)
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    out = [None] * length
+    for k in order:
+        h = a_steps[k] * h + b_steps[k]
+        out[k] = h
+    if not length:
+        return a * b  # empty, and still part of the autograd graph
+    return torch.stack(out, dim=1)
+
+
+# ------------------------------------------------------------------------------------- torch path
+
+
+def _torch_loop(a, b, h0, reverse, out):
+    """One torch op per time step, each writing its step of the preallocated `out`."""
+    length = a.shape[1]
+    prev = h0
+    for k in range(length - 1, -1, -1) if reverse else range(length):
+        if prev is None:
+            out[:, k].copy_(b[:, k])
+        else:
+            torch.addcmul(b[:, k], a[:, k], prev, out=out[:, k])
+        prev = out[:, k]
+    return out
+
+
+def _torch_chunked(a, b, h0, reverse, out):
+    """Chunks of T steps scanned side by side; see the module docstring."""
+    batch, length, lanes = a.shape
+    t_len = max(1, round(math.sqrt(length / 2)))
+    n_chunks = length // t_len
+    if n_chunks < 2:
+        return _torch_loop(a, b, h0, reverse, out)
+    span = n_chunks * t_len
+    # the chunked part is scanned first; the < T leftover steps (at the far end) afterwards
+    part = slice(length - span, length) if reverse else slice(0, span)
+    av, bv, ov = (t[:, part].unflatten(1, (n_chunks, t_len)) for t in (a, b, out))
+    steps = range(t_len - 1, -1, -1) if reverse else range(t_len)
+    chunks = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
+    # pass 1: end state of every chunk started from zero, and the product of its a's
+    end = bv[:, :, steps[0]].clone()
+    prod = av[:, :, steps[0]].clone()
+    for t in steps[1:]:
+        torch.addcmul(bv[:, :, t], av[:, :, t], end, out=end)
+        prod.mul_(av[:, :, t])
+    # the true state entering each chunk
+    start = torch.empty_like(end)
+    prev = h0
+    for j in chunks:
+        if prev is None:
+            start[:, j].zero_()
+            prev = end[:, j]
+        else:
+            start[:, j] = prev
+            prev = torch.addcmul(end[:, j], prod[:, j], prev)
+    # pass 2: rescan every chunk from its true start into the output
+    prev = start
+    for t in steps:
+        torch.addcmul(bv[:, :, t], av[:, :, t], prev, out=ov[:, :, t])
+        prev = ov[:, :, t]
+    rest = range(length - span - 1, -1, -1) if reverse else range(span, length)
+    prev = out[:, part][:, -1 if not reverse else 0]
+    for k in rest:
+        torch.addcmul(b[:, k], a[:, k], prev, out=out[:, k])
+        prev = out[:, k]
+    return out
+
+
+@functools.cache
+def _madvise():
+    """libc's madvise, or None where it cannot be had (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _empty_like(t: torch.Tensor) -> torch.Tensor:
+    """`torch.empty_like(t)` (contiguous), asking Linux to back large CPU buffers with huge pages.
+
+    A scan writes its output exactly once, so on CPU its cost is dominated by first-touch page
+    faults of the fresh buffer: 4 KiB pages fill at ~2.5 GB/s here against ~11 GB/s for a copy into
+    touched memory. `madvise(MADV_HUGEPAGE)` on the (not yet touched) buffer made the numba forward
+    3-4x faster for 256 MiB outputs. It is a hint (what torch's own `THP_MEM_ALLOC_ENABLE=1` does
+    for every allocation); it has no effect where transparent huge pages are off, and failures
+    are ignored.
+    """
+    out = torch.empty_like(t, memory_format=torch.contiguous_format)
+    if out.device.type != "cpu" or out.nbytes < _HUGEPAGE_MIN_BYTES or _madvise() is None:
+        return out
+    start, stop = out.data_ptr(), out.data_ptr() + out.nbytes
+    lo = -(-start // _HUGEPAGE) * _HUGEPAGE  # only whole 2 MiB pages inside the buffer
+    hi = stop // _HUGEPAGE * _HUGEPAGE
+    if hi > lo:
+        _madvise()(lo, hi - lo, _MADV_HUGEPAGE)
+    return out
+
+
+def _torch_strategy(a) -> str:
+    if a.device.type != "cpu":
+        return "chunked"
+    step_bytes = a.shape[0] * a.shape[2] * a.element_size()
+    return "chunked" if step_bytes <= _CHUNK_MAX_STEP_BYTES else "loop"
+
+
+def _torch_scan(a, b, h0, reverse, strategy=None):
+    """Forward scan of contiguous `(B, L, P)` tensors without autograd; `h0` may be None (zeros)."""
+    out = _empty_like(a)
+    if a.shape[1] == 0:
+        return out
+    strategy = strategy or _torch_strategy(a)
+    fn = _torch_chunked if strategy == "chunked" else _torch_loop
+    return fn(a, b, h0, reverse, out)
+
+
+def _torch_backward(a, h, h0, gy, reverse, need_a, need_h0, strategy=None):
+    """(∂ℓ/∂a, ∂ℓ/∂b, ∂ℓ/∂h0) by a scan of the adjoint in the opposite direction."""
+    length = a.shape[1]
+    # a_next[k] = conj(a of the step after k); 0 past the last step (the adjoint starts at zero)
+    a_next = _empty_like(a)
+    if reverse:  # the step after k is k - 1
+        a_next[:, 1:] = a[:, :-1].conj()
+        a_next[:, :1] = 0
+    else:
+        a_next[:, :-1] = a[:, 1:].conj()
+        a_next[:, -1:] = 0
+    g = _torch_scan(a_next, gy, None, not reverse, strategy)
+    first = length - 1 if reverse else 0  # the step that reads h0
+    g_h0 = None
+    if need_h0:
+        g_h0 = a[:, first].conj() * g[:, first] if length else torch.zeros_like(h0)
+    g_a = None
+    if need_a:
+        g_a = a_next  # reuse the buffer: a_next is not needed any more
+        if reverse:
+            torch.mul(g[:, :-1], h[:, 1:].conj(), out=g_a[:, :-1])
+        else:
+            torch.mul(g[:, 1:], h[:, :-1].conj(), out=g_a[:, 1:])
+        if length:
+            if h0 is None:
+                g_a[:, first].zero_()
+            else:
+                torch.mul(g[:, first], h0.conj(), out=g_a[:, first])
+    return g_a, g, g_h0
+
+
+# ------------------------------------------------------------------------------------- numba path
+# Plain functions, compiled by `_numba_kernels` on first use, so that importing this module does
+# not import numba (~1 s). Layout (B, L, P) C-contiguous; `state` holds one batch row of lanes.
+
+
+def _nb_forward(a, b, h0, out, reverse):
+    n_batch, length, lanes = a.shape
+    state = np.empty(lanes, dtype=out.dtype)
+    for i in range(n_batch):
+        for p in range(lanes):
+            state[p] = h0[i, p]
+        for s in range(length):
+            k = length - 1 - s if reverse else s
+            a_k, b_k, out_k = a[i, k], b[i, k], out[i, k]
+            for p in range(lanes):
+                v = a_k[p] * state[p] + b_k[p]
+                state[p] = v
+                out_k[p] = v
+
+
+def _nb_backward(a, h, h0, gy, g_a, g_b, g_h0, reverse, need_a, need_b):
+    # carry[p] = conj(a of the step just processed) * (its total gradient): the adjoint flowing back
+    n_batch, length, lanes = a.shape
+    carry = np.empty(lanes, dtype=a.dtype)
+    for i in range(n_batch):
+        for p in range(lanes):
+            carry[p] = 0
+        for s in range(length):
+            k = s if reverse else length - 1 - s
+            k_prev = k + 1 if reverse else k - 1  # the step whose state step k reads
+            has_prev = k_prev < length if reverse else k_prev >= 0
+            h_prev = h[i, k_prev] if has_prev else h0[i]
+            a_k, gy_k = a[i, k], gy[i, k]
+            for p in range(lanes):
+                g = gy_k[p] + carry[p]
+                if need_b:
+                    g_b[i, k, p] = g
+                if need_a:
+                    g_a[i, k, p] = g * np.conj(h_prev[p])
+                carry[p] = np.conj(a_k[p]) * g
+        for p in range(lanes):
+            g_h0[i, p] = carry[p]
+
+
+@functools.cache
+def _numba_kernels():
+    try:
+        import numba
+    except ImportError:
+        return None
+    jit = numba.njit(cache=True, nogil=True)
+    return jit(_nb_forward), jit(_nb_backward)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor (materialising a lazy conjugate or negation)."""
+    return t.detach().resolve_conj().resolve_neg().numpy()
+
+
+def _numba_scan(a, b, h0, reverse):
+    fwd, _ = _numba_kernels()
+    out = _empty_like(a)
+    h0 = a.new_zeros(a.shape[0], a.shape[2]) if h0 is None else h0
+    fwd(_np(a), _np(b), _np(h0), out.numpy(), reverse)
+    return out
+
+
+def _numba_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0):
+    _, bwd = _numba_kernels()
+    h0 = a.new_zeros(a.shape[0], a.shape[2]) if h0 is None else h0
+    g_a = _empty_like(a) if need_a else a.new_empty(0, 0, 0)
+    g_b = _empty_like(a) if need_b else a.new_empty(0, 0, 0)
+    g_h0 = torch.empty_like(h0)
+    bwd(_np(a), _np(h), _np(h0), _np(gy), g_a.numpy(), g_b.numpy(), g_h0.numpy(), reverse, need_a, need_b)
+    return (g_a if need_a else None), (g_b if need_b else None), (g_h0 if need_h0 else None)
+
+
+# ------------------------------------------------------------------------------------- autograd
+
+
+class _LinearScan(torch.autograd.Function):
+    """Autograd for the fast paths; `backend` is "numba" or "torch" (or "torch:loop"/"torch:chunked")."""
+
+    @staticmethod
+    def forward(ctx, a, b, h0, reverse, backend):
+        ctx.reverse, ctx.backend = reverse, backend
+        if backend == "numba":
+            out = _numba_scan(a, b, h0, reverse)
+        else:
+            out = _torch_scan(a, b, h0, reverse, backend.partition(":")[2] or None)
+        ctx.save_for_backward(a, out, h0)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):
+        a, h, h0 = ctx.saved_tensors
+        need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
+        need_h0 = need_h0 and h0 is not None
+        gy = gy.contiguous()
+        if ctx.backend == "numba":
+            g_a, g_b, g_h0 = _numba_backward(a, h, h0, gy, ctx.reverse, need_a, need_b, need_h0)
+        else:
+            strategy = ctx.backend.partition(":")[2] or None
+            g_a, g_b, g_h0 = _torch_backward(a, h, h0, gy, ctx.reverse, need_a, need_h0, strategy)
+        return g_a, (g_b if need_b else None), g_h0, None, None
+
+
+def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
+    """All states of `h_k = a_k * h_{k-1} + b_k` (k = 0..L-1, `h_{-1} = h0`), shape `(B, L, P)`.
+
+    Args:
+        a, b: `(batch, time, lanes)` tensors of one dtype and device; float32/64, complex64/128, or
+            float16/bfloat16 (computed and returned in float32). Any strides (copied if needed).
+        h0: `(batch, lanes)` initial state, dtype of `a` (or the float32 state dtype); default zeros.
+        reverse: run from the last step to the first, `h_k = a_k * h_{k+1} + b_k`, `h_L = h0`.
+        impl: "auto", "numba", "torch" or "reference" (see the module docstring).
+
+    Differentiable w.r.t. a, b and h0 (once; double backward raises on the fast paths).
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"linear_scan: unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
+    a, b, h0 = _prepare(a, b, h0)
+    if impl == "reference":
+        return linear_scan_reference(a, b, h0, reverse=reverse)
+    if impl == "numba":
+        if a.device.type != "cpu":
+            raise ValueError(f"linear_scan: impl='numba' runs on CPU tensors only, got device {a.device}")
+        if not numba_available():
+            raise ValueError("linear_scan: impl='numba' needs numba (pip install numba); impl='torch' needs nothing")
+    if impl == "auto":
+        impl = "numba" if a.device.type == "cpu" and numba_available() else "torch"
+    a, b = a.contiguous(), b.contiguous()
+    h0 = None if h0 is None else h0.contiguous()
+    if not torch.amp.is_autocast_available(a.device.type):
+        return _LinearScan.apply(a, b, h0, bool(reverse), impl)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return _LinearScan.apply(a, b, h0, bool(reverse), impl)
