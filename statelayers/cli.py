@@ -6,6 +6,8 @@ Commands:
     train    train a model with a named recipe, on one process or many (torchrun)
     eval     evaluate a checkpoint
     demo     vanilla vs S6LA small-image ResNet on real data, side by side
+    cam      Score-CAM / Grad-CAM of the last stage, several models side by side (paper Figs. 6-7)
+    make-coco-demo  a small COCO-format detection set from real images, to try detection offline
 
 Adding a command: write ``_args_<name>(parser)`` (declares its arguments) and ``cmd_<name>(args)``
 (does the work, returns the exit code), and add one ``Command`` line to ``COMMANDS``. Import heavy
@@ -98,10 +100,19 @@ def _args_profile(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--filter", metavar="GLOB", help="with --table: only rows whose timm model matches, e.g. '*50'")
     p.add_argument("--real", action="store_true", help="count on a real forward pass instead of fake tensors")
+    p.add_argument("--resolutions", metavar="S1,S2,...", help="GMACs of MODEL and its vanilla / S6LA counterpart "
+                   "at these input sides, with a linear fit against pixels (paper Fig. 5)")
+    p.add_argument("--out", metavar="PNG", help="with --resolutions: where to write the plot "
+                   "(default: macs_vs_resolution_MODEL.png)")
+    p.add_argument("--no-counterpart", action="store_true", help="with --resolutions: MODEL only")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
     """Params and GMACs (= the papers' "FLOPs") of one forward pass at batch 1."""
+    if args.resolutions is not None:
+        return _profile_resolutions(args)
+    if args.out is not None or args.no_counterpart:
+        return _error("--out and --no-counterpart apply to --resolutions only")
     if args.table is not None:
         if args.model is not None or args.img_size or args.in_chans or args.num_classes:
             return _error("--table takes no MODEL, --img-size, --in-chans or --num-classes (it uses 224x224, 1000)")
@@ -138,6 +149,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     ]
     for key, value in rows:
         print(f"{key:<12} {value}")
+    return 0
+
+
+def _profile_resolutions(args: argparse.Namespace) -> int:
+    """GMACs against input resolution for MODEL and its counterpart: a table, the fits and a PNG."""
+    if args.model is None or args.table is not None or args.img_size:
+        return _error("--resolutions needs a MODEL and takes no --table or --img-size")
+    try:
+        sides = [int(v) for v in args.resolutions.replace(" ", "").split(",") if v]
+    except ValueError:
+        return _error(f"--resolutions takes comma-separated integers, got {args.resolutions!r}")
+    from statelayers.resolution import format_profile, plot_profile, profile_resolutions
+
+    try:
+        prof = profile_resolutions(args.model, sides, with_counterpart=not args.no_counterpart,
+                                   in_chans=args.in_chans, fake=not args.real)
+    except ValueError as e:
+        return _error(str(e))
+    print(format_profile(prof))
+    out = plot_profile(prof, args.out or f"macs_vs_resolution_{args.model}.png")
+    print(f"\nplot: {out}")
     return 0
 
 
@@ -179,8 +211,17 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
     hints = typing.get_type_hints(TrainConfig)
     helps = {
-        "model": "a statelayers or timm model name (`statelayers models`)",
-        "data": "digits | fashion_mnist | PATH to an ImageFolder tree (PATH/train, PATH/val)",
+        "model": "a statelayers or timm model name (`statelayers models`); for --task detection the detector "
+                 "(faster_rcnn | retinanet | mask_rcnn) with --model-kwargs backbone=NAME checkpoint=RUN_DIR ...",
+        "data": "images: digits | fashion_mnist | PATH to an ImageFolder tree (PATH/train, PATH/val); "
+                "sequences: acsf1 | scp2 | sfmnist | listops | events_fashion_mnist | dvs_gesture | shd | "
+                "lra_listops | lra_text | lra_retrieval | eigenworms | PATH to a .ts file; "
+                "detection: PATH to a COCO-format folder "
+                "(PATH/annotations/instances_{train,val}.json, PATH/images/ or PATH/{train,val}2017/)",
+        "task": "image, sequence or detection (default: inferred from --data)",
+        "decay_milestones": "sched multistep: epochs after which the lr is multiplied by decay_rate, e.g. 8 11",
+        "warmup_steps": "linear warm-up over this many optimizer steps (instead of --warmup-epochs)",
+        "data_dir": "folder of sequence data you have (dvs_gesture, shd, lra_*, eigenworms)",
         "recipe": "named recipe: " + "; ".join(f"{k} ({v['citation']})" for k, v in RECIPES.items()),
         "resume": "a run folder to continue from its last checkpoint (its config is reused)",
         "batch_size": "images per process and micro-step",
@@ -197,8 +238,18 @@ def _args_train(p: argparse.ArgumentParser) -> None:
         elif kind is dict:
             p.add_argument(flag, nargs="*", metavar="KEY=VALUE", default=None,
                            help="e.g. d_state=16 h0=random" if f.name == "model_kwargs" else "e.g. hflip=0.0")
+        elif kind is list:
+            p.add_argument(flag, nargs="+", type=_number, default=None, help=helps.get(f.name))
         else:
             p.add_argument(flag, type=kind if kind in (int, float) else str, default=None, help=helps.get(f.name))
+
+
+def _number(text: str) -> int | float:
+    """'8' -> 8, '8.5' -> 8.5."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _train_config(args: argparse.Namespace):
@@ -220,12 +271,13 @@ def _train_config(args: argparse.Namespace):
 
 def _run_user_errors(fn) -> int:
     """Run fn(); turn the errors a user can fix into one clear line and exit code 2."""
+    from ._extras import MissingDependency
     from .checkpoint import CheckpointError
     from .data import DatasetMissing
 
     try:
         return fn()
-    except (ValueError, CheckpointError, DatasetMissing, FileNotFoundError) as e:
+    except (ValueError, CheckpointError, DatasetMissing, FileNotFoundError, MissingDependency) as e:
         return _error(str(e))
 
 
@@ -246,7 +298,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _args_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="the model the checkpoint was trained as")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file, or a run folder (uses best.safetensors)")
-    p.add_argument("--data", required=True, help="digits | fashion_mnist | PATH to an ImageFolder tree")
+    p.add_argument("--data", required=True, help="as for train: an image or a sequence dataset")
+    p.add_argument("--task", default=None, choices=("image", "sequence", "detection"),
+                   help="default: inferred from --data (detection: a COCO-format folder; prints COCO AP metrics)")
+    p.add_argument("--data-dir", default=None, help="folder of sequence data (dvs_gesture, shd, lra_*, ...)")
+    p.add_argument("--max-len", type=int, default=None, help="sequences: truncate to this many steps")
     p.add_argument("--img-size", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
@@ -260,7 +316,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .engine import evaluate
 
         out = evaluate(args.model, args.checkpoint, args.data, img_size=args.img_size, batch_size=args.batch_size,
-                       model_kwargs=_key_values(args.model_kwargs) or None, amp=args.amp)
+                       model_kwargs=_key_values(args.model_kwargs) or None, amp=args.amp, task=args.task,
+                       data_dir=args.data_dir, max_len=args.max_len)
         for k, v in out.items():
             print(f"{k:<10} {v:.4f}" if isinstance(v, float) else f"{k:<10} {v}")
         return 0
@@ -296,6 +353,80 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# statelayers cam / make-coco-demo
+
+
+def _args_cam(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name(s), comma-separated: one column each")
+    p.add_argument("--checkpoint", required=True,
+                   help="one per model, comma-separated: a .safetensors file or a run folder (best.safetensors)")
+    p.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="image files: one row each")
+    p.add_argument("--method", default="scorecam", choices=("scorecam", "gradcam"))
+    p.add_argument("--out", default="cam.png", help="PNG to write (default: cam.png)")
+    p.add_argument("--img-size", type=int, default=None, help="input side (default: the run's, or the model's)")
+    p.add_argument("--target-class", type=int, default=None, help="explain this class (default: the prediction)")
+    p.add_argument("--batch-size", type=int, default=32, help="Score-CAM: masked inputs per forward pass")
+    p.add_argument("--cell-px", type=int, default=200, help="size of one grid cell in pixels")
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    """Score-CAM (or Grad-CAM) of the last stage of one or more classifiers on some images, in one PNG:
+    a row per image, the input then one overlay per model (the S6LA paper's Figures 6-7)."""
+    models = [m for m in args.model.split(",") if m]
+    ckpts = [c for c in args.checkpoint.split(",") if c]
+    if len(models) != len(ckpts):
+        return _error(f"{len(models)} model(s) but {len(ckpts)} checkpoint(s): give one checkpoint per model")
+
+    def run() -> int:
+        from pathlib import Path
+
+        from .cam import compute_cams, load_classifier, render_cam_grid
+
+        clfs = [load_classifier(m, c, img_size=args.img_size) for m, c in zip(models, ckpts)]
+        result = compute_cams(clfs, args.images, args.method, batch_size=args.batch_size,
+                              target_class=args.target_class)
+        out = render_cam_grid(result, clfs, args.out, method=args.method, cell_px=args.cell_px,
+                              image_names=[Path(p).name for p in args.images])
+        for img, preds in zip(args.images, result.predictions):
+            print(f"{img}: " + "  ".join(f"{m} -> class {k}" for m, k in zip(models, preds)))
+        print(f"{args.method}: {out}")
+        return 0
+
+    return _run_user_errors(run)
+
+
+def _args_make_coco_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder to write (images/ and annotations/)")
+    p.add_argument("--images", type=int, default=200, help="training images (default 200)")
+    p.add_argument("--val-images", type=int, default=None, help="validation images (default: a quarter)")
+    p.add_argument("--canvas", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--per-image", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"),
+                   help="items per image (default 1 4)")
+    p.add_argument("--source", default="auto", choices=("auto", "fashion_mnist", "digits"),
+                   help="items: Fashion-MNIST (Debian's dataset-fashion-mnist) or scikit-learn digits; auto: "
+                        "Fashion-MNIST when installed")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def cmd_make_coco_demo(args: argparse.Namespace) -> int:
+    """Write a small COCO-format detection / instance-segmentation set made of real images (Fashion-MNIST
+    items pasted onto canvases, with boxes and masks), to try `statelayers train --task detection` offline."""
+
+    def run() -> int:
+        from .detection.data import make_fashion_coco
+
+        root = make_fashion_coco(args.out_dir, args.images, n_val=args.val_images, canvas=args.canvas,
+                                 per_image=tuple(args.per_image), seed=args.seed, source=args.source)
+        print(f"wrote {root}/images and {root}/annotations/instances_{{train,val}}.json")
+        print(f"try: {PROG} train --task detection --data {root} --model faster_rcnn --model-kwargs "
+              f"backbone=s6la_resnet18 min_size={args.canvas} max_size={args.canvas} fpn_channels=64 "
+              "--epochs 6 --warmup-steps 50")
+        return 0
+
+    return _run_user_errors(run)
+
+
+# ---------------------------------------------------------------------------------------------
 # command table and entry point
 
 
@@ -313,6 +444,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train a model with a named recipe (torchrun for many processes)", _args_train, cmd_train),
     Command("eval", "evaluate a checkpoint on a dataset", _args_eval, cmd_eval),
     Command("demo", "vanilla vs S6LA small ResNet, same recipe and budget, side by side", _args_demo, cmd_demo),
+    Command("cam", "Score-CAM / Grad-CAM of the last stage, models side by side", _args_cam, cmd_cam),
+    Command("make-coco-demo", "write a small COCO-format detection set from real images", _args_make_coco_demo,
+            cmd_make_coco_demo),
 )
 
 

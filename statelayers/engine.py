@@ -33,8 +33,10 @@ __all__ = ["TrainConfig", "train", "evaluate", "RunResult"]
 _RECIPE_FIELDS = (
     "opt", "momentum", "weight_decay", "lr_base", "lr_base_size", "sched", "decay_epochs", "decay_rate",
     "warmup_epochs", "warmup_lr", "min_lr", "epochs", "batch_size", "img_size", "train_aug", "smoothing",
-    "mixup", "cutmix", "drop_path", "repeated_aug", "clip_grad",
+    "mixup", "cutmix", "drop_path", "repeated_aug", "clip_grad", "ssm_lr_scale", "ssm_weight_decay",
+    "decay_milestones", "warmup_steps",
 )
+TASKS = ("image", "sequence", "detection")
 
 
 @dataclass
@@ -43,7 +45,10 @@ class TrainConfig:
 
     model: str
     data: str = "digits"
-    recipe: str = "small"
+    task: str | None = None  # "image" | "sequence" | "detection"; default: inferred from `data`
+    recipe: str | None = None  # default: "small" for images, "s7" for sequences
+    data_dir: str | None = None  # sequence data that lives in a user folder (dvs_gesture, shd, lra_*, eigenworms)
+    max_len: int | None = None  # sequences: truncate to this many steps
     output: str = "runs"
     name: str | None = None  # run folder name under `output`
     model_kwargs: dict = field(default_factory=dict)
@@ -57,8 +62,10 @@ class TrainConfig:
     sched: str | None = None
     decay_epochs: float | None = None
     decay_rate: float | None = None
+    decay_milestones: list | None = None  # sched="multistep": epochs after which the lr is multiplied by decay_rate
     warmup_epochs: float | None = None
     warmup_lr: float | None = None
+    warmup_steps: int | None = None  # linear warm-up over this many optimizer steps (instead of warmup_epochs)
     min_lr: float | None = None
     epochs: int | None = None
     batch_size: int | None = None  # per process
@@ -70,8 +77,11 @@ class TrainConfig:
     drop_path: float | None = None
     repeated_aug: bool | None = None
     clip_grad: float | None = None
+    ssm_lr_scale: float | None = None  # S7: learning-rate multiplier of the SSM group (eigenvalues, static B)
+    ssm_weight_decay: float | None = None
     # run options
     subset: int | None = None  # class-balanced training subset
+    eval_subset: int | None = None  # evaluate on the first K items of the evaluation split (quick runs)
     eval_batch_size: int = 500
     grad_accum: int = 1
     amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU)
@@ -87,19 +97,92 @@ class TrainConfig:
     resume: str | None = None  # a run folder to continue
 
     def resolved(self) -> TrainConfig:
-        recipe = get_recipe(self.recipe)
+        task = self.task or infer_task(self.data)
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        recipe_name = self.recipe or default_recipe(task, self.model)
+        recipe = get_recipe(recipe_name)
         values = {f: getattr(self, f) for f in _RECIPE_FIELDS}
         for f in _RECIPE_FIELDS:
             if values[f] is None:
                 values[f] = recipe.get(f)
         if self.train_aug is not None:
             values["train_aug"] = {**(recipe.get("train_aug") or {}), **self.train_aug}
-        cfg = dataclasses.replace(self, **values)
+        cfg = dataclasses.replace(self, task=task, recipe=recipe_name, **values)
         if cfg.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {cfg.amp!r}")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise ValueError("grad_accum, batch_size and epochs must be positive")
+        if task == "sequence":
+            unusable = [f for f, bad in (("channels_last", cfg.channels_last), ("mixup", cfg.mixup),
+                                         ("cutmix", cfg.cutmix), ("repeated_aug", cfg.repeated_aug)) if bad]
+            if unusable:
+                raise ValueError(f"{', '.join(unusable)} apply to images only, not to task 'sequence'")
+        if task == "detection":
+            unusable = [f for f, bad in (("channels_last", cfg.channels_last), ("mixup", cfg.mixup),
+                                         ("cutmix", cfg.cutmix), ("repeated_aug", cfg.repeated_aug),
+                                         ("smoothing", cfg.smoothing)) if bad]
+            if unusable:
+                raise ValueError(f"{', '.join(unusable)} do not apply to task 'detection'")
+            # detection images are large: load at most one training batch of them per evaluation step
+            cfg = dataclasses.replace(cfg, eval_batch_size=min(cfg.eval_batch_size, cfg.batch_size))
         return cfg
+
+
+def default_recipe(task: str, model: str = "") -> str:
+    """The recipe of a task when none is named (RetinaNet has its own learning rate in the S6LA paper)."""
+    if task == "detection":
+        return "detection_retinanet" if str(model).strip().lower() == "retinanet" else "detection"
+    return "s7" if task == "sequence" else "small"
+
+
+def infer_task(data: str) -> str:
+    """"sequence" for the names and files `statelayers.seqdata` reads, "detection" for a COCO-format folder
+    (`statelayers.detection.data`), "image" otherwise."""
+    from .detection.data import is_coco_folder
+    from .seqdata import is_sequence_data
+
+    if is_coco_folder(data):
+        return "detection"
+
+    return "sequence" if is_sequence_data(data) else "image"
+
+
+def build_data(cfg: TrainConfig, *, eval_only: bool = False):
+    """(train set, eval set, info, model kwargs from the data, collate_fn) for a resolved config."""
+    if cfg.task == "detection":
+        from .detection.data import build_detection_datasets, detection_collate, needs_masks
+
+        train_ds, eval_ds, info = build_detection_datasets(cfg.data, with_masks=needs_masks(cfg.model),
+                                                           train_aug=cfg.train_aug, seed=cfg.seed,
+                                                           subset=None if eval_only else cfg.subset)
+        return train_ds, eval_ds, info, {"num_classes": info.num_classes}, detection_collate
+    if cfg.task == "sequence":
+        from .seqdata import build_sequence_datasets, pad_collate
+
+        train_ds, eval_ds, info = build_sequence_datasets(cfg.data, data_dir=cfg.data_dir, subset=None if eval_only
+                                                          else cfg.subset, seed=cfg.seed, max_len=cfg.max_len)
+        return train_ds, eval_ds, info, {"num_classes": info.num_classes, **info.model_kwargs()}, pad_collate
+    from .data import build_datasets
+
+    train_ds, eval_ds, info = build_datasets(cfg.data, img_size=cfg.img_size, train_aug=cfg.train_aug,
+                                             subset=None if eval_only else cfg.subset, seed=cfg.seed)
+    return train_ds, eval_ds, info, {"num_classes": info.num_classes, "in_chans": info.in_chans}, None
+
+
+def to_device(x, device: torch.device):
+    """A tensor, or a dict of tensors (sequence batches), or lists / dicts of those (detection batches), on
+    `device`."""
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_device(v, device) for v in x)
+    return x.to(device, non_blocking=True)
+
+
+def call_model(model: nn.Module, x):
+    """Images go in positionally; sequence batches (dicts) as keyword tensors."""
+    return model(**x) if isinstance(x, dict) else model(x)
 
 
 @dataclass
@@ -164,6 +247,8 @@ class EpochSeeded(Dataset):
         return len(self.ds)
 
     def __getitem__(self, i):
+        if hasattr(self.ds, "epoch"):  # datasets that seed their own augmentation (event streams)
+            self.ds.epoch = self.epoch
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_mix(self.seed, self.epoch, i))
             return self.ds[i]
@@ -215,7 +300,12 @@ class ShardSampler(Sampler):
 # model, optimizer, schedule
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
+def build_model(cfg: TrainConfig, data_kwargs: dict, *, restoring: bool = False) -> nn.Module:
+    """`restoring`: the weights will be replaced by a checkpoint of this run (resume, eval)."""
+    if cfg.task == "detection":  # --model is the detector, --model-kwargs go to statelayers.detection.build
+        from .detection import build_from_config
+
+        return build_from_config(cfg.model, data_kwargs["num_classes"], cfg.model_kwargs, restoring=restoring)
     import timm
 
     import statelayers  # noqa: F401  (registers the models)
@@ -225,7 +315,7 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> nn.Module:
     kwargs = dict(cfg.model_kwargs)
     if cfg.drop_path:
         kwargs.setdefault("drop_path_rate", cfg.drop_path)
-    return timm.create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return timm.create_model(cfg.model, **data_kwargs, **kwargs)
 
 
 def global_batch(cfg: TrainConfig, world: int) -> int:
@@ -242,16 +332,33 @@ def build_optimizer(cfg: TrainConfig, model: nn.Module, lr: float):
     # timm puts 1-D tensors (biases, norms, A_log, Δ biases) and model.no_weight_decay() (h0, ...)
     # into a no-weight-decay group
     kwargs = {"momentum": cfg.momentum} if cfg.opt in ("sgd", "nesterov", "momentum") else {}
-    return create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+    ssm = list(model.ssm_parameters()) if cfg.ssm_lr_scale is not None and hasattr(model, "ssm_parameters") else []
+    if not ssm:
+        return create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+    # S7's recipe: the SSM parameters in their own group, with their own learning rate and weight decay;
+    # timm's schedulers multiply each group's rate by its `lr_scale`
+    from timm.optim import param_groups_weight_decay
+
+    nwd = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    ssm_ids = {id(p) for p in ssm}
+    groups = [dict(g, params=[p for p in g["params"] if id(p) not in ssm_ids])
+              for g in param_groups_weight_decay(model, cfg.weight_decay, nwd)]
+    groups.append({"params": ssm, "weight_decay": cfg.ssm_weight_decay or 0.0, "lr_scale": cfg.ssm_lr_scale})
+    return create_optimizer_v2([g for g in groups if g["params"]], opt=cfg.opt, lr=lr,
+                               weight_decay=cfg.weight_decay, **kwargs)
 
 
 def build_scheduler(cfg: TrainConfig, optimizer, updates_per_epoch: int):
     from timm.scheduler import create_scheduler_v2
 
+    warmup_epochs = cfg.warmup_epochs or 0
+    if cfg.warmup_steps:
+        warmup_epochs = cfg.warmup_steps / updates_per_epoch  # timm counts warm-up in epochs
     sched, _ = create_scheduler_v2(
         optimizer, sched=cfg.sched, num_epochs=cfg.epochs, decay_epochs=cfg.decay_epochs or 30,
+        decay_milestones=list(cfg.decay_milestones or (90, 180, 270)),
         decay_rate=cfg.decay_rate or 0.1, min_lr=cfg.min_lr or 0.0, warmup_lr=cfg.warmup_lr or 1e-5,
-        warmup_epochs=cfg.warmup_epochs or 0, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
+        warmup_epochs=warmup_epochs, step_on_epochs=False, updates_per_epoch=updates_per_epoch,
     )
     return sched
 
@@ -270,14 +377,18 @@ def autocast_ctx(cfg: TrainConfig, device: torch.device):
 
 @torch.no_grad()
 def run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, d: Dist) -> dict:
+    if cfg.task == "detection":  # COCO metrics; "eval_acc" is the box AP
+        from .detection.evaluation import run_detection_eval
+
+        return run_detection_eval(model, loader, cfg, d)
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count
     for x, y in loader:
-        x, y = x.to(d.device), y.to(d.device)
+        x, y = to_device(x, d.device), y.to(d.device)
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_ctx(cfg, d.device):
-            logits = model(x)
+            logits = call_model(model, x)
         logits = logits.float()
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
@@ -293,9 +404,10 @@ def run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, d: Dist) ->
     return {"eval_loss": loss / max(n, 1), "eval_acc": top1 / max(n, 1), "eval_top5": top5 / max(n, 1)}
 
 
-def eval_loader(ds: Dataset, cfg: TrainConfig, d: Dist) -> DataLoader:
+def eval_loader(ds: Dataset, cfg: TrainConfig, d: Dist, collate_fn=None) -> DataLoader:
     sampler = ShardSampler(len(ds), d.world, d.rank, cfg.seed, shuffle=False, batch=1, drop_last=False)
-    return DataLoader(ds, batch_size=cfg.eval_batch_size, sampler=sampler, num_workers=cfg.workers)
+    return DataLoader(ds, batch_size=cfg.eval_batch_size, sampler=sampler, num_workers=cfg.workers,
+                      collate_fn=collate_fn)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,13 +438,18 @@ METRIC_FIELDS = ("epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "
 
 
 def _append_metrics(run_dir: Path, row: dict) -> None:
+    """One row; the columns are METRIC_FIELDS then any other key of the first row (e.g. COCO metrics)."""
     path = run_dir / "metrics.csv"
     new = not path.exists()
+    fields = list(METRIC_FIELDS) + [k for k in row if k not in METRIC_FIELDS]
+    if not new:
+        with open(path, newline="") as f:
+            fields = next(csv.reader(f), None) or fields
     with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+        w = csv.DictWriter(f, fieldnames=fields)
         if new:
             w.writeheader()
-        w.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        w.writerow({k: row.get(k, "") for k in fields})
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -353,7 +470,8 @@ def _truncate_metrics(run_dir: Path, upto_epoch: int) -> None:
         _append_metrics(run_dir, r)
 
 
-def plot_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> None:
+def plot_curves(runs: dict[str, list[dict]], path: Path, title: str = "", acc_label: str = "top-1 accuracy",
+                loss_label: str = "cross-entropy") -> None:
     """Loss and accuracy against epoch, one line per run, written to `path` (PNG)."""
     import matplotlib
 
@@ -364,10 +482,12 @@ def plot_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Non
     for label, rows in runs.items():
         ep = [int(r["epoch"]) + 1 for r in rows]
         ax_loss.plot(ep, [float(r["train_loss"]) for r in rows], marker="o", label=f"{label} train")
-        ax_loss.plot(ep, [float(r["eval_loss"]) for r in rows], marker="x", linestyle="--", label=f"{label} test")
+        if any(r.get("eval_loss") not in (None, "") for r in rows):  # detectors report no eval loss
+            ax_loss.plot(ep, [float(r.get("eval_loss") or "nan") for r in rows], marker="x", linestyle="--",
+                         label=f"{label} test")
         ax_acc.plot(ep, [float(r["eval_acc"]) for r in rows], marker="o", label=label)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    ax_acc.set(xlabel="epoch", ylabel="top-1 accuracy", title="test accuracy")
+    ax_loss.set(xlabel="epoch", ylabel=loss_label, title="loss")
+    ax_acc.set(xlabel="epoch", ylabel=acc_label, title=f"test {acc_label}")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -386,8 +506,6 @@ def plot_curves(runs: dict[str, list[dict]], path: Path, title: str = "") -> Non
 
 def train(cfg: TrainConfig) -> RunResult:
     """Train (or resume) one run; returns where it went and what it measured."""
-    from .data import build_datasets
-
     d = setup_distributed()
     resume_state = None
     if cfg.resume:
@@ -404,10 +522,10 @@ def train(cfg: TrainConfig) -> RunResult:
     cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
 
-    train_ds, eval_ds, info = build_datasets(
-        cfg.data, img_size=cfg.img_size, train_aug=cfg.train_aug, subset=cfg.subset, seed=cfg.seed
-    )
-    model = build_model(cfg, info.num_classes, info.in_chans).to(d.device)
+    train_ds, eval_ds, info, data_kwargs, collate_fn = build_data(cfg)
+    if cfg.eval_subset:
+        eval_ds = torch.utils.data.Subset(eval_ds, range(min(cfg.eval_subset, len(eval_ds))))
+    model = build_model(cfg, data_kwargs, restoring=resume_state is not None).to(d.device)
     params = sum(p.numel() for p in model.parameters())
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -442,6 +560,10 @@ def train(cfg: TrainConfig) -> RunResult:
         criterion = SoftTargetCrossEntropy()
     else:
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.smoothing or 0.0)
+    if cfg.task == "detection":
+        from .detection import DetectionLoss
+
+        criterion = DetectionLoss()  # the sum of the loss dict a torchvision detector returns
 
     # run folder
     if cfg.resume:
@@ -480,7 +602,7 @@ def train(cfg: TrainConfig) -> RunResult:
         train_model = nn.parallel.DistributedDataParallel(
             train_model, device_ids=[d.local_rank] if d.device.type == "cuda" else None
         )
-    loader_eval = eval_loader(eval_ds, cfg, d)
+    loader_eval = eval_loader(eval_ds, cfg, d, collate_fn)
     writer = None
     if d.main:
         try:
@@ -511,7 +633,7 @@ def train(cfg: TrainConfig) -> RunResult:
         skip = start_batch if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip * cfg.grad_accum)
         loader = DataLoader(train_seeded, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                            drop_last=True, persistent_workers=False)
+                            drop_last=True, persistent_workers=False, collate_fn=collate_fn)
         train_model.train()
         loss_sum, loss_n = torch.zeros((), dtype=torch.float64), 0
         bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -520,7 +642,7 @@ def train(cfg: TrainConfig) -> RunResult:
         t0 = time.time()
         stop = False
         for x, y in loader:
-            x, y = x.to(d.device, non_blocking=True), y.to(d.device, non_blocking=True)
+            x, y = to_device(x, d.device), y.to(d.device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             torch.manual_seed(_mix(cfg.seed, global_step, micro, d.rank))  # dropout, drop-path, random h0
@@ -531,13 +653,13 @@ def train(cfg: TrainConfig) -> RunResult:
             sync = contextlib.nullcontext() if (last_micro or d.world == 1) else train_model.no_sync()
             with sync:
                 with autocast_ctx(cfg, d.device):
-                    loss = criterion(train_model(x), y)
+                    loss = criterion(call_model(train_model, x), y)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {global_step}; lower the learning rate")
                 scaler.scale(loss / cfg.grad_accum).backward()
             loss_sum += loss.detach().double().cpu()
             loss_n += 1
-            seen += len(x)
+            seen += len(y)
             micro += 1
             if not last_micro:
                 continue
@@ -560,6 +682,8 @@ def train(cfg: TrainConfig) -> RunResult:
             if writer is not None and global_step % 10 == 0:
                 writer.add_scalar("train/loss", loss.item(), global_step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
+                for k, v in getattr(criterion, "last", {}).items():  # detection: each loss term
+                    writer.add_scalar(f"train/{k}", v.item(), global_step)
             if cfg.ckpt_every and global_step % cfg.ckpt_every == 0 and batch_in_epoch < steps_per_epoch:
                 save(epoch, batch_in_epoch)
             if cfg.max_steps is not None and global_step >= cfg.max_steps:
@@ -571,6 +695,7 @@ def train(cfg: TrainConfig) -> RunResult:
             totals = torch.stack([loss_sum, torch.tensor(float(loss_n), dtype=torch.float64)])
             dist.all_reduce(totals)
             loss_sum, loss_n = totals[0], int(totals[1].item())
+        sync_buffers(model, d)
         metrics = run_eval(model, loader_eval, cfg, d)
         if ema is not None:
             metrics["ema_eval_acc"] = run_eval(ema.module, loader_eval, cfg, d)["eval_acc"]
@@ -591,13 +716,17 @@ def train(cfg: TrainConfig) -> RunResult:
                              {"model": cfg.model, "step": str(global_step), "eval_acc": f"{score:.6f}"})
             _append_metrics(run_dir, row)
             if writer is not None:
-                for k in ("train_loss", "eval_loss", "eval_acc", "eval_top5"):
-                    writer.add_scalar(f"epoch/{k}", row[k], epoch)
+                for k, v in row.items():
+                    if (k == "train_loss" or k.startswith("eval_")) and isinstance(v, (int, float)):
+                        writer.add_scalar(f"epoch/{k}", v, epoch)
                 writer.flush()
-            plot_curves({cfg.model: read_metrics(run_dir)}, run_dir / "curves.png", f"{cfg.model} on {info.name}")
+            detection = cfg.task == "detection"
+            plot_curves({cfg.model: read_metrics(run_dir)}, run_dir / "curves.png", f"{cfg.model} on {info.name}",
+                        **(dict(acc_label="box AP", loss_label="sum of detector losses") if detection else {}))
             if not cfg.quiet:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
-                      f"eval_loss {row['eval_loss']:.4f}  eval_acc {row['eval_acc']:.4f}  "
+                shown = f"box_ap {row['eval_acc']:.4f}" if detection else (f"eval_loss {row['eval_loss']:.4f}  "
+                                                                         f"eval_acc {row['eval_acc']:.4f}")
+                print(f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  {shown}  "
                       f"{row['images_per_s']:.0f} img/s", flush=True)
         if stop:
             break
@@ -623,6 +752,15 @@ def train(cfg: TrainConfig) -> RunResult:
     return RunResult(run_dir, final, best_acc, images_per_s, params)
 
 
+def sync_buffers(model: nn.Module, d: Dist) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics). DDP broadcasts them at the start
+    of each forward pass, so after the last training step each process holds its own statistics; without
+    this, evaluation and the checkpoint would depend on the rank and the final weight check would fail."""
+    if d.world > 1:
+        for buf in model.buffers():
+            dist.broadcast(buf, 0)
+
+
 def weights_checksum(model: nn.Module) -> str:
     """SHA-256 of every parameter and buffer, in state_dict order."""
     import hashlib
@@ -637,11 +775,11 @@ _CONFIG_KEYS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def evaluate(model_name: str, checkpoint: str | Path, data: str, *, img_size: int | None = None,
-             batch_size: int = 500, model_kwargs: dict | None = None, amp: str = "none") -> dict:
+             batch_size: int = 500, model_kwargs: dict | None = None, amp: str = "none", task: str | None = None,
+             data_dir: str | None = None, max_len: int | None = None) -> dict:
     """Top-1/top-5 accuracy and loss of a checkpoint (a .safetensors file or a run folder, whose
-    best.safetensors is used) on the evaluation split of `data`."""
-    from .data import build_datasets
-
+    best.safetensors is used) on the evaluation split of `data`. Settings not given are taken from the
+    run folder's config.yaml when there is one."""
     path = Path(checkpoint)
     train_aug = None
     if path.is_dir():
@@ -649,18 +787,22 @@ def evaluate(model_name: str, checkpoint: str | Path, data: str, *, img_size: in
             saved = _read_config(path)
             img_size = img_size or saved.get("img_size")
             model_kwargs = model_kwargs or saved.get("model_kwargs")
+            task = task or saved.get("task")
             if saved.get("data") == data:
                 train_aug = saved.get("train_aug")  # ImageFolder: the run's eval resize / crop / interpolation
+                data_dir = data_dir or saved.get("data_dir")
+                max_len = max_len or saved.get("max_len")
         path = path / "best.safetensors"
     d = setup_distributed()
-    cfg = TrainConfig(model=model_name, data=data, img_size=img_size, eval_batch_size=batch_size,
-                      model_kwargs=model_kwargs or {}, amp=amp).resolved()
-    _, eval_ds, info = build_datasets(data, img_size=cfg.img_size, train_aug=train_aug, subset=None, seed=0)
-    model = build_model(cfg, info.num_classes, info.in_chans).to(d.device)
+    cfg = TrainConfig(model=model_name, data=data, task=task, img_size=img_size, eval_batch_size=batch_size,
+                      model_kwargs=model_kwargs or {}, amp=amp, data_dir=data_dir, max_len=max_len).resolved()
+    if cfg.task == "image":
+        cfg = dataclasses.replace(cfg, train_aug=train_aug)
+    _, eval_ds, info, data_kwargs, collate_fn = build_data(cfg, eval_only=True)
+    model = build_model(cfg, data_kwargs, restoring=True).to(d.device)
     meta = load_weights(model, path)
     if meta.get("model") not in (None, model_name):
         raise CheckpointError(f"{path} was written for model {meta['model']!r}, not {model_name!r}")
-    out = run_eval(model, eval_loader(eval_ds, cfg, d), cfg, d)
+    out = run_eval(model, eval_loader(eval_ds, cfg, d, collate_fn), cfg, d)
     out["images"] = len(eval_ds)
     return out
-

@@ -15,7 +15,7 @@ import timm
 import torch
 
 import statelayers  # noqa: F401
-from statelayers.s7 import S7, S7Block, hippo_legs_eigenvalues, stable_map, stable_map_inverse
+from statelayers.s7 import S7, S7Block, hippo_legs_eigenvalues, stable_map, stable_map_inverse, token_bilinear
 from statelayers.seqdata import pad_collate
 
 # --------------------------------------------------------------------------------------------- reference
@@ -319,3 +319,28 @@ def test_hippo_block_diagonal_init_and_dt_range():
     dt = torch.nn.functional.softplus(m.dt_proj.bias).detach()
     assert dt.min() >= 1e-3 * 0.999 and dt.max() <= 0.1 * 1.001
     assert m.dt_rank == math.ceil(16 / 16)
+
+
+def test_token_bilinear_gradcheck_and_chunking():
+    """The chunked per-token bilinear form (B_k u_k, C_k x_k) against its materialised definition."""
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(11, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    v = torch.randn(11, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(4 * 3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(12, dtype=torch.float64, generator=g, requires_grad=True)
+    dense = ((u @ w.T + b).view(11, 4, 3) * v[:, None, :]).sum(-1)
+    for chunk in (1, 4, 64):
+        assert torch.allclose(token_bilinear(u, v, w, b, 4, chunk=chunk), dense)
+    assert torch.autograd.gradcheck(lambda *t: token_bilinear(*t, 4, chunk=4), (u, v, w, b))
+    assert token_bilinear(u[:0], v[:0], w, b, 4).shape == (0, 4)
+
+
+def test_bf16_autocast_keeps_the_state_in_float32():
+    m = S7(8, 8)
+    u = torch.randn(2, 50, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = m._elements(u, None)
+        y = m(u.bfloat16())
+    assert a.dtype == torch.complex64 and b.dtype == torch.complex64
+    assert y.dtype == torch.bfloat16
+    assert (y.float() - m(u)).abs().max() < 0.05 * m(u).abs().max()
