@@ -145,6 +145,20 @@ def test_two_cpu_processes_match_one_process_at_the_same_global_batch(tmp_path):
     assert same(weights(tmp_path / "one"), weights(tmp_path / "two"), exact=False)
 
 
+def test_two_processes_with_batchnorm_end_with_the_same_weights(tmp_path):
+    """DDP gives every process rank 0's BatchNorm statistics at each forward pass, but after the last step each
+    process holds its own; the engine broadcasts them before evaluating and checkpointing (without that the
+    final cross-process weight check fails)."""
+    two = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "statelayers",
+         *_train_cmd(tmp_path, "bn", ["--max-steps", "2", "--epochs", "1"])[3:]],
+        env=env_one_thread(), capture_output=True, text=True, timeout=600,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    summary = yaml.safe_load((tmp_path / "bn" / "summary.yaml").read_text())
+    assert summary["world_size"] == 2 and len(set(summary["replica_checksums"])) == 1
+
+
 def test_damaged_and_mismatched_checkpoints_are_clear_errors(tmp_path, capsys):
     r = train(TrainConfig(**FAST, epochs=1, max_steps=2, batch_size=64, output=str(tmp_path), name="c"))
     ckpt = latest_checkpoint(r.run_dir / "checkpoints")
