@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import statelayers  # noqa: F401
-from statelayers.models import MRLAVisionTransformer, S6LAVisionTransformer
+from statelayers.models import MRLAVisionTransformer
 
 SMALL = dict(img_size=32, patch_size=8, num_classes=10)
 
@@ -398,27 +398,41 @@ def test_mrla_features_dynamic_and_warm_start():
 # -- the layers actually enter the state ----------------------------------------------------------
 
 
-def test_aggregation_after_training():
+def _trained_on_digits(**kw):
+    """A small S6LA-DeiT (D=64, 4 blocks, 2-px patches on 8×8 digits) after two epochs of AdamW."""
+    from statelayers.data import load_digits
+
+    x, y = load_digits()
+    x = (x.float().unsqueeze(1) / 255.0 - 0.5) / 0.5
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    m = timm.create_model("s6la_deit_tiny_patch16_224", img_size=16, patch_size=4, num_classes=10)
-    assert isinstance(m, S6LAVisionTransformer)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(32, 3, 16, 16, generator=g)
-    y = torch.randint(0, 10, (32,), generator=g)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    m = timm.create_model("s6la_deit_tiny_patch16_224", img_size=8, patch_size=2, in_chans=1, num_classes=10,
+                          embed_dim=64, depth=4, num_heads=2, **kw)
+    held_out = x[perm[1400:1600]]
+    d0 = [r["delta_mean"] for r in m.eval().state_diagnostics(held_out)]
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=0.05)
     m.train()
-    for _ in range(8):
-        opt.zero_grad()
-        F.cross_entropy(m(x), y).backward()
-        opt.step()
-    m.eval()
-    rows = m.state_diagnostics(x)
-    ratios = sorted(r["inject_over_decay"] for r in rows)
-    assert ratios[len(ratios) // 2] > 0.25, ratios
-    with torch.no_grad():
-        _, h = m.forward_state(x)
-    spread = h.std(dim=0).square().mean().sqrt() / h.square().mean().sqrt()
-    assert spread > 0.3, spread.item()
+    for _ in range(2):
+        for i in range(0, 1400, 50):
+            idx = perm[i:i + 50]
+            opt.zero_grad()
+            F.cross_entropy(m(x[idx]), y[idx]).backward()
+            opt.step()
+    rows = m.eval().state_diagnostics(held_out)
+    share = sorted(r["inject_over_decay"] for r in rows)[len(rows) // 2]
+    delta_moved = sorted(abs(r["delta_mean"] - a) / a for r, a in zip(rows, d0))[len(rows) // 2]
+    return share, delta_moved
+
+
+def test_token_content_reaches_the_state_after_training():
+    """Issue item 7 on real data: with the defaults the summary token's input term stays comparable to the decayed
+    state (measured 1.4–1.7 here; 1.0–1.5 on Fashion-MNIST, BENCHMARKS.md) and Δ moves; with Mamba's Δ range on the
+    raw token the state is mostly a decayed h0 (0.19–0.21 here) and the margin catches it."""
+    share, delta_moved = _trained_on_digits()
+    assert share > 0.5, share
+    assert delta_moved > 0.02, delta_moved
+    collapsed, _ = _trained_on_digits(dt_min=1e-3, dt_max=1e-1, c_norm="none")
+    assert collapsed < 0.5, collapsed
 
 
 def test_mrla_gradients_and_compile():
