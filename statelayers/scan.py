@@ -13,17 +13,23 @@ Implementations (`impl`), chosen by measurement on the 2-core CPU this project r
 note scan.md; `benchmarks/scan.py` measures them again):
 
 * `"numba"` — one sequential pass over memory in a compiled kernel, lanes innermost (the layout's
-  contiguous axis, so the lane loop vectorises), and a fused hand-written backward. The fastest
-  path on CPU. Kernels compile on first use and are cached on disk (`cache=True`), per dtype
-  (float32/64, complex64/128). Single-threaded: splitting batches over 2 threads with `prange`
-  did not beat one thread here, the scan being bound by memory bandwidth, not arithmetic.
-* `"torch"` — pure torch, any device. When a time step is small (≤ 8 KiB of lanes on CPU; always on
-  other devices) a per-step loop pays Python and dispatch overhead thousands of times, so the
-  time axis is cut into chunks of T ≈ √(L/2) steps that are scanned side by side: pass 1 gets each
-  chunk's end state from zero and its product of `a`, a short loop over chunks gives every chunk's
-  true start state, and pass 2 rescans all chunks from those states into the output (2T + L/T
-  torch ops, about twice the memory traffic of one pass, no O(L) temporaries). Above that size a
-  plain loop writing each step into a preallocated output is faster. On CPU the crossover was
+  contiguous axis, so the lane loop vectorises), and a fused hand-written backward (one pass that
+  writes ∂a and ∂b). The fastest path on CPU. Kernels compile on first use and are cached on disk
+  (`cache=True`), per dtype (float32/64, complex64/128). Single-threaded: splitting batches over
+  2 threads with `prange` was not faster than one thread (256 MiB float32 forward: 0.16 s on 2
+  threads, 0.15-0.18 s on 1), the scan being bound by memory traffic. Measured on a shared
+  machine (load average ~3 on 2 cores), so a gain on an idle machine is not ruled out.
+* Output and gradient buffers of the fast paths are ordinary torch tensors; on Linux, CPU buffers
+  of 8 MiB or more are `madvise`d for transparent huge pages before first use (see `_empty_like`):
+  a scan writes each output byte once, so first-touch page faults were most of its time.
+* `"torch"` — pure torch, any device. When a time step is small (on CPU ≤ 8 KiB of lanes, 4 KiB
+  for complex dtypes; always on other devices) a per-step loop pays Python and dispatch overhead
+  thousands of times, so the time axis is cut into chunks of T ≈ √(L/2) steps that are scanned
+  side by side: pass 1 gets each chunk's end state from zero and its product of `a`, a short
+  loop over chunks gives every chunk's true start state, and pass 2 rescans all chunks from
+  those states into the output (2T + L/T torch ops, about twice the memory traffic of one pass,
+  no O(L) temporaries). Above that size a plain loop writing each step into a preallocated
+  output is faster. On CPU the crossover was
   measured (20× faster for 64 lanes at L = 16k, 2× slower for 64k lanes); on GPUs, where launch
   overhead dominates even more, the chunked form is used throughout (not measured: no GPU here).
   The chunked form multiplies chunk products of `a` into carried states, so for an unstable
@@ -59,9 +65,13 @@ __all__ = ["linear_scan", "linear_scan_reference", "numba_available"]
 
 IMPLS = ("auto", "numba", "torch", "reference")
 _SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
-# on CPU, a time step of at most this many bytes of lanes is scanned in chunks (measured crossover)
-_CHUNK_MAX_STEP_BYTES = 8192
+# on CPU, a time step of at most this many bytes of lanes is scanned in chunks (measured crossovers:
+# real 8-16 KiB, complex 4-8 KiB, where torch's complex arithmetic costs more per byte)
+_CHUNK_MAX_STEP_BYTES = {"real": 8192, "complex": 4096}
 _HUGEPAGE, _MADV_HUGEPAGE, _HUGEPAGE_MIN_BYTES = 2 * 2**20, 14, 8 * 2**20
+# numba passes that walk time downwards over rows (one time step of lanes) of 512 B - 2 KiB do so
+# in blocks of 32 KiB per array (see the numba section)
+_TOUCH_ROW_BYTES, _TOUCH_BLOCK_BYTES = (512, 2048), 32 * 1024
 
 
 # --------------------------------------------------------------------------------------- checks
@@ -223,7 +233,8 @@ def _torch_strategy(a) -> str:
     if a.device.type != "cpu":
         return "chunked"
     step_bytes = a.shape[0] * a.shape[2] * a.element_size()
-    return "chunked" if step_bytes <= _CHUNK_MAX_STEP_BYTES else "loop"
+    limit = _CHUNK_MAX_STEP_BYTES["complex" if a.is_complex() else "real"]
+    return "chunked" if step_bytes <= limit else "loop"
 
 
 def _torch_scan(a, b, h0, reverse, strategy=None):
@@ -255,10 +266,12 @@ def _torch_backward(a, h, h0, gy, reverse, need_a, need_h0, strategy=None):
     g_a = None
     if need_a:
         g_a = a_next  # reuse the buffer: a_next is not needed any more
-        if reverse:
-            torch.mul(g[:, :-1], h[:, 1:].conj(), out=g_a[:, :-1])
+        dst, src, g_k = (g_a[:, :-1], h[:, 1:], g[:, :-1]) if reverse else (g_a[:, 1:], h[:, :-1], g[:, 1:])
+        if h.is_complex():  # mul would materialise conj(h) in a temporary; copy_ conjugates in place
+            dst.copy_(src.conj())
+            dst.mul_(g_k)
         else:
-            torch.mul(g[:, 1:], h[:, :-1].conj(), out=g_a[:, 1:])
+            torch.mul(g_k, src, out=dst)
         if length:
             if h0 is None:
                 g_a[:, first].zero_()
@@ -269,46 +282,107 @@ def _torch_backward(a, h, h0, gy, reverse, need_a, need_h0, strategy=None):
 
 # ------------------------------------------------------------------------------------- numba path
 # Plain functions, compiled by `_numba_kernels` on first use, so that importing this module does
-# not import numba (~1 s). Layout (B, L, P) C-contiguous; `state` holds one batch row of lanes.
+# not import numba (~1 s). Layout (B, L, P) C-contiguous, lanes innermost; the recurrence's state
+# for one batch row of lanes lives in a small scratch array.
+#
+# Passes that walk time downwards (the forward of reverse=True, the backward of reverse=False) read
+# memory row by row in descending order. When a row (one time step of lanes) is 512 B - 2 KiB,
+# this CPU's prefetchers followed that badly: the backward took 2-3.5x as long as with rows of
+# 256 B or 4 KiB (complex64 with P = 64: 0.79 s against 0.25 s for the same bytes). Such passes
+# go through blocks of `block_rows` time steps, from the last block to the first, and first touch
+# each block in ascending address order (one load or store per cache line of every array), so
+# the descending sweep that follows finds it in cache. For other row sizes the touch cost 5-20%,
+# so it is skipped (`block_rows` > L).
 
 
-def _nb_forward(a, b, h0, out, reverse):
+def _nb_forward(a, b, h0, out, reverse, block_rows):
     n_batch, length, lanes = a.shape
+    # flat views and offsets rather than per-row array views, whose reference counting cost more
+    # than the arithmetic when rows are short
+    fa, fb, fo, fh0 = a.reshape(-1), b.reshape(-1), out.reshape(-1), h0.reshape(-1)
     state = np.empty(lanes, dtype=out.dtype)
+    line = max(1, 64 // a.itemsize)
+    touched = 0.0
     for i in range(n_batch):
         for p in range(lanes):
-            state[p] = h0[i, p]
-        for s in range(length):
-            k = length - 1 - s if reverse else s
-            a_k, b_k, out_k = a[i, k], b[i, k], out[i, k]
-            for p in range(lanes):
-                v = a_k[p] * state[p] + b_k[p]
-                state[p] = v
-                out_k[p] = v
+            state[p] = fh0[i * lanes + p]
+        hi = length
+        while hi > 0:  # one block when ascending
+            lo = max(0, hi - block_rows) if reverse else 0
+            if reverse and block_rows < length:
+                for q in range((i * length + lo) * lanes, (i * length + hi) * lanes, line):
+                    touched += (fa[q] + fb[q]).real
+                    fo[q] = 0
+            for s in range(hi - lo):
+                o = (i * length + (hi - 1 - s if reverse else s)) * lanes
+                for p in range(lanes):
+                    v = fa[o + p] * state[p] + fb[o + p]
+                    state[p] = v
+                    fo[o + p] = v
+            hi = lo
+    return touched
 
 
-def _nb_backward(a, h, h0, gy, g_a, g_b, g_h0, reverse, need_a, need_b):
-    # carry[p] = conj(a of the step just processed) * (its total gradient): the adjoint flowing back
+def _nb_backward(a, h, h0, gy, g_a, g_b, g_h0, reverse, need_a, need_b, block_rows):
+    # carry[p] = conj(a_k) g_k of the step just processed: the adjoint flowing on to the next one
     n_batch, length, lanes = a.shape
+    fa, fh, fh0, fgy = a.reshape(-1), h.reshape(-1), h0.reshape(-1), gy.reshape(-1)
+    fga, fgb = g_a.reshape(-1), g_b.reshape(-1)
     carry = np.empty(lanes, dtype=a.dtype)
+    line = max(1, 64 // a.itemsize)
+    touched = 0.0
     for i in range(n_batch):
         for p in range(lanes):
             carry[p] = 0
-        for s in range(length):
-            k = s if reverse else length - 1 - s
-            k_prev = k + 1 if reverse else k - 1  # the step whose state step k reads
-            has_prev = k_prev < length if reverse else k_prev >= 0
-            h_prev = h[i, k_prev] if has_prev else h0[i]
-            a_k, gy_k = a[i, k], gy[i, k]
+        # steps 1..L-1 of the adjoint (each reads the state of a neighbouring step), in blocks
+        # when they run downwards in time; the step that reads h0 comes last
+        hi = length - 1 if reverse else length
+        stop = 0 if reverse else 1
+        while hi > stop:
+            lo = stop if reverse else max(stop, hi - block_rows)
+            if not reverse and block_rows < length:
+                first, last = (i * length + lo) * lanes, (i * length + hi) * lanes
+                for q in range(first, last, line):
+                    touched += (fa[q] + fh[q] + fgy[q]).real
+                    if need_a:
+                        fga[q] = 0
+                    if need_b:
+                        fgb[q] = 0
+            for s in range(hi - lo):
+                k = lo + s if reverse else hi - 1 - s
+                o = (i * length + k) * lanes
+                o_prev = o + lanes if reverse else o - lanes
+                # one loop per case: no branch inside the lane loop
+                if need_a and need_b:  # ∂a in a second loop: fewer arrays per loop, faster (measured)
+                    for p in range(lanes):
+                        g = fgy[o + p] + carry[p]
+                        fgb[o + p] = g
+                        carry[p] = np.conj(fa[o + p]) * g
+                    for p in range(lanes):
+                        fga[o + p] = fgb[o + p] * np.conj(fh[o_prev + p])
+                elif need_a:
+                    for p in range(lanes):
+                        g = fgy[o + p] + carry[p]
+                        fga[o + p] = g * np.conj(fh[o_prev + p])
+                        carry[p] = np.conj(fa[o + p]) * g
+                else:
+                    for p in range(lanes):
+                        g = fgy[o + p] + carry[p]
+                        fgb[o + p] = g
+                        carry[p] = np.conj(fa[o + p]) * g
+            hi = lo
+        if length:
+            o = (i * length + (length - 1 if reverse else 0)) * lanes
             for p in range(lanes):
-                g = gy_k[p] + carry[p]
+                g = fgy[o + p] + carry[p]
                 if need_b:
-                    g_b[i, k, p] = g
+                    fgb[o + p] = g
                 if need_a:
-                    g_a[i, k, p] = g * np.conj(h_prev[p])
-                carry[p] = np.conj(a_k[p]) * g
+                    fga[o + p] = g * np.conj(fh0[i * lanes + p])
+                carry[p] = np.conj(fa[o + p]) * g
         for p in range(lanes):
             g_h0[i, p] = carry[p]
+    return touched
 
 
 @functools.cache
@@ -326,21 +400,32 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().resolve_conj().resolve_neg().numpy()
 
 
+def _block_rows(a) -> int:
+    """Time steps per block of a descending numba pass; more than L (no blocks) outside the row sizes
+    where blocks measured faster. Blocks of 32 KiB per array (5 arrays: 160 KiB, inside L2)."""
+    row = a.shape[2] * a.element_size()
+    if not _TOUCH_ROW_BYTES[0] <= row <= _TOUCH_ROW_BYTES[1]:
+        return a.shape[1] + 1
+    return max(1, _TOUCH_BLOCK_BYTES // row)
+
+
 def _numba_scan(a, b, h0, reverse):
     fwd, _ = _numba_kernels()
     out = _empty_like(a)
     h0 = a.new_zeros(a.shape[0], a.shape[2]) if h0 is None else h0
-    fwd(_np(a), _np(b), _np(h0), out.numpy(), reverse)
+    fwd(_np(a), _np(b), _np(h0), out.numpy(), reverse, _block_rows(a))
     return out
 
 
 def _numba_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0):
     _, bwd = _numba_kernels()
     h0 = a.new_zeros(a.shape[0], a.shape[2]) if h0 is None else h0
+    need_b_buf = need_b or not need_a  # the kernel writes ∂a or ∂b (or both)
     g_a = _empty_like(a) if need_a else a.new_empty(0, 0, 0)
-    g_b = _empty_like(a) if need_b else a.new_empty(0, 0, 0)
+    g_b = _empty_like(a) if need_b_buf else a.new_empty(0, 0, 0)
     g_h0 = torch.empty_like(h0)
-    bwd(_np(a), _np(h), _np(h0), _np(gy), g_a.numpy(), g_b.numpy(), g_h0.numpy(), reverse, need_a, need_b)
+    bwd(_np(a), _np(h), _np(h0), _np(gy), g_a.numpy(), g_b.numpy(), g_h0.numpy(), reverse, need_a, need_b_buf,
+        _block_rows(a))
     return (g_a if need_a else None), (g_b if need_b else None), (g_h0 if need_h0 else None)
 
 

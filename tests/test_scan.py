@@ -5,13 +5,22 @@ from statelayers import scan
 from statelayers.scan import _LinearScan, linear_scan, linear_scan_reference, numba_available
 
 # every way to run the scan: public impls, plus both torch strategies forced (the automatic choice
-# depends on the size of a time step)
-IMPLS = ["auto", "numba", "torch", "torch:loop", "torch:chunked", "reference"]
+# depends on the size of a time step) and the numba kernels with tiny blocks for the passes that
+# walk time downwards (normally used only for some row sizes)
+IMPLS = ["auto", "numba", "numba:blocks", "torch", "torch:loop", "torch:chunked", "reference"]
+
+
+@pytest.fixture(autouse=True)
+def _numba_blocks(request, monkeypatch):
+    if "numba:blocks" in request.node.name:
+        monkeypatch.setattr(scan, "_TOUCH_ROW_BYTES", (0, 1 << 30))
+        monkeypatch.setattr(scan, "_TOUCH_BLOCK_BYTES", 64)  # 1-3 time steps per block
 
 
 def run(impl, a, b, h0=None, reverse=False):
-    if impl == "numba":
+    if impl.startswith("numba"):
         pytest.importorskip("numba")
+        impl = "numba"
     if impl.startswith("torch:"):
         return _LinearScan.apply(a.contiguous(), b.contiguous(), h0, reverse, impl)
     return linear_scan(a, b, h0, reverse=reverse, impl=impl)
@@ -83,7 +92,7 @@ def _gradcheck(impl, dtype, reverse, length):
     assert torch.autograd.gradcheck(lambda a, b: run(impl, a, b, None, reverse), (a, b))
 
 
-@pytest.mark.parametrize("impl", ["numba", "torch:loop", "torch:chunked"])
+@pytest.mark.parametrize("impl", ["numba", "numba:blocks", "torch:loop", "torch:chunked"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_gradcheck_of_the_autograd_function(impl, dtype, reverse):
@@ -118,17 +127,22 @@ def test_long_stable_scan_stays_finite(impl, dtype):
 
 
 @pytest.mark.parametrize("impl", ["numba", "torch"])
-def test_large_buffers_match_the_reference(impl):
-    # > 8 MiB outputs take the huge-page allocation path
+@pytest.mark.parametrize("reverse", [False, True])
+def test_large_buffers_match_the_reference(impl, reverse):
+    # > 8 MiB outputs take the huge-page allocation path; 1.5 KiB rows the numba block path
     gen = torch.Generator().manual_seed(3)
     a, b, h0 = (t.requires_grad_() for t in random_inputs((4, 2048, 384), torch.float32, gen))
-    y = run(impl, a, b, h0, reverse=True)
+    y = run(impl, a, b, h0, reverse=reverse)
     ga, gb, gh0 = torch.autograd.grad(y.sum(), (a, b, h0))
     with torch.no_grad():
-        ref = scan._torch_scan(a.detach(), b.detach(), h0.detach(), True, "loop")
+        ref = scan._torch_scan(a.detach(), b.detach(), h0.detach(), reverse, "loop")
     assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5)
-    assert torch.equal(ga[:, :-1], gb[:, :-1] * y[:, 1:])  # ∂a_k = g_k h_{k+1} (reverse scan)
-    assert torch.isfinite(gh0).all()
+    if reverse:  # ∂a_k = g_k h_{k+1}, g_k = ∂b_k
+        assert torch.equal(ga[:, :-1], gb[:, :-1] * y[:, 1:])
+    else:  # ∂a_k = g_k h_{k-1}
+        assert torch.equal(ga[:, 1:], gb[:, 1:] * y[:, :-1])
+    first = -1 if reverse else 0
+    assert torch.allclose(gh0, a[:, first] * gb[:, first])
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -239,6 +253,8 @@ def test_torch_path_is_device_agnostic():
 
 def test_torch_strategy_follows_the_step_size():
     assert scan._torch_strategy(torch.zeros(4, 10, 64)) == "chunked"  # 1 KiB per step
+    assert scan._torch_strategy(torch.zeros(32, 10, 64)) == "chunked"  # 8 KiB
+    assert scan._torch_strategy(torch.zeros(16, 10, 64, dtype=torch.complex64)) == "loop"  # 8 KiB complex
     assert scan._torch_strategy(torch.zeros(64, 10, 64, dtype=torch.complex64)) == "loop"  # 32 KiB
 
 
