@@ -1,0 +1,120 @@
+"""CI runs each benchmark script on its smallest setting, to prove it works (nothing here is a timed test).
+
+Every script runs in a subprocess with one thread; a test checks the exit code and that the printed markdown table
+has the expected rows and columns. Data that is not installed (sktime's ACSF1) skips its test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(BENCH / name), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every markdown table in `text`: (header cells, rows of cells)."""
+    out, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            out.append((block[0], block[2:]))
+            block = []
+    return out
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, f"exit code {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n" \
+                                 f"{proc.stderr[-3000:]}"
+
+
+def test_overhead_smallest(tmp_path):
+    out = tmp_path / "report.md"
+    proc = run_script("overhead.py", "--smallest", "--threads", "1", "--out", str(out))
+    check_ok(proc)
+    (header, rows), = tables(proc.stdout)
+    assert header[:3] == ["family", "model", "mode"]
+    for col in ("MAC ratio", "infer img/s", "infer time ratio", "train img/s", "train time ratio",
+                "peak MiB infer / train"):
+        assert col in header
+    assert all(len(r) == len(header) for r in rows)
+    models = ["resnet50", "s6la_resnet50", "rla_resnet50", "mrla_resnet50", "deit_tiny_patch16_224",
+              "s6la_deit_tiny_patch16_224", "mrla_deit_tiny_patch16_224"]
+    assert sorted((r[1], r[2]) for r in rows) == sorted((m, mode) for m in models
+                                                        for mode in ("fp32", "channels_last+bf16"))
+    for r in rows:  # the vanilla rows are the reference of their family
+        if r[1] in ("resnet50", "deit_tiny_patch16_224"):
+            assert r[header.index("MAC ratio")] == "1.000" and r[header.index("infer time ratio")] == "1"
+        assert float(r[header.index("infer img/s")]) > 0 and float(r[header.index("train img/s")]) > 0
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("- PASS", "- FAIL"))]
+    assert len(verdicts) == 4 and all("s6la_resnet50" in v for v in verdicts)
+    report = out.read_text()
+    assert "command: `python benchmarks/overhead.py --smallest" in report and "CPU:" in report
+    assert "torch" in report and "| s6la_resnet50 | fp32 |" in report
+
+
+def test_overhead_profile_smallest():
+    proc = run_script("overhead.py", "--smallest", "--threads", "1", "--profile", "s6la_deit_tiny_patch16_224",
+                      "--modes", "fp32", "--profile-rows", "6")
+    check_ok(proc)
+    heads = [line for line in proc.stdout.splitlines() if line.startswith("## ")]
+    assert any(h.startswith("## s6la_deit_tiny_patch16_224 − deit_tiny_patch16_224, fp32, train") for h in heads)
+    assert len(heads) == 6  # 2 models × (infer, train) + 2 differences
+    assert all(len(rows) >= 1 for _, rows in tables(proc.stdout))
+
+
+def test_depth_study_smallest_and_resume(tmp_path):
+    out = tmp_path / "study"
+    proc = run_script("depth_study.py", "--smallest", "--threads", "1", "--output", str(out),
+                      "--out", str(tmp_path / "report.md"))
+    check_ok(proc)
+    (main_h, main_rows), (abl_h, abl_rows) = tables(proc.stdout)
+    assert main_h[:3] == ["family", "depth", "model"] and "test acc (mean ± std)" in main_h and "params" in main_h
+    assert [(r[0], r[1], r[2]) for r in main_rows] == [("vanilla", "20", "cifar_resnet20"),
+                                                         ("s6la", "20", "s6la_cifar_resnet20")]
+    assert [(r[0], r[1]) for r in abl_rows] == [("N = 32", "d_state=32")]
+    for h, rows in ((main_h, main_rows), (abl_h, abl_rows)):
+        assert all(len(r) == len(h) and 0.0 <= float(r[h.index("test acc (mean ± std)")]) <= 1.0 for r in rows)
+    for f in ("depth_study.png", "depth_study.csv", "depth_study.md"):
+        assert (out / f).is_file()
+    assert len((out / "depth_study.csv").read_text().strip().splitlines()) == 1 + 3
+    assert "![depth_study](" in (tmp_path / "report.md").read_text()
+    # a second invocation finds every run finished and trains nothing
+    again = run_script("depth_study.py", "--smallest", "--threads", "1", "--output", str(out))
+    check_ok(again)
+    assert "0 runs to train (3 already done)" in again.stdout
+    assert tables(again.stdout)[0][1] == main_rows
+
+
+def test_depth_study_refuses_over_budget(tmp_path):
+    proc = run_script("depth_study.py", "--smallest", "--threads", "1", "--output", str(tmp_path),
+                      "--no-ablations", "--budget-min", "0.001")
+    assert proc.returncode == 2 and "refusing to start" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sktime") is None, reason="ACSF1 ships with sktime, not installed")
+def test_s7_study_smallest(tmp_path):
+    proc = run_script("s7_study.py", "--smallest", "--threads", "1", "--output", str(tmp_path))
+    check_ok(proc)
+    (header, rows), = tables(proc.stdout)
+    for col in ("data", "model", "test acc (mean ± std)", "params", "train s", "wall s"):
+        assert col in header
+    assert [(r[0], r[1]) for r in rows] == [("acsf1", "S7"), ("acsf1", "S5"), ("acsf1", "GRU")]
+    params = {r[1]: int(r[header.index("params")].replace(",", "")) for r in rows}
+    assert abs(params["GRU"] - params["S7"]) / params["S7"] < 0.05  # --gru-width auto matches S7's size
+    assert params["S5"] < params["S7"]
+    assert (tmp_path / "s7_study.csv").is_file() and (tmp_path / "s7_study.png").is_file()
