@@ -489,9 +489,11 @@ class S7Block(nn.Module):
         g = self.gate(self._time_dropout(F.gelu(y)))
         return y * torch.sigmoid(g)
 
-    def _skip(self, x: torch.Tensor, tau: torch.Tensor | None) -> torch.Tensor:
+    def _skip(self, x: torch.Tensor, tau: torch.Tensor | None, lengths: torch.Tensor | None) -> torch.Tensor:
         s = self.ssm.stride
         if s > 1:
+            if lengths is not None:  # padded steps add nothing to a pooling window, as in the layer itself
+                x = x * (torch.arange(x.shape[1], device=x.device)[None, :, None] < lengths[:, None, None]).to(x.dtype)
             if x.shape[1] % s:
                 x = F.pad(x, (0, 0, 0, s - x.shape[1] % s))
                 tau = None if tau is None else F.pad(tau, (0, s - tau.shape[1] % s))
@@ -501,7 +503,7 @@ class S7Block(nn.Module):
     def forward(self, x: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None
                 ) -> torch.Tensor:
         y = self.ssm(self._norm(x, lengths), tau, lengths).to(x.dtype)
-        return self._skip(x, tau) + self._time_dropout(self._gate(y))
+        return self._skip(x, tau, lengths) + self._time_dropout(self._gate(y))
 
     @torch.no_grad()
     def step(self, x_k: torch.Tensor, state: dict, tau_k: torch.Tensor | None = None):

@@ -255,18 +255,24 @@ def test_streaming_per_step_head_none():
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(bidirectional=True), dict(stride=3, pool="avg"),
+                                dict(stride=2, pool="last", num_stages=2, expansion=2),
+                                dict(stride=2, pool="avg", num_stages=2, depth=1),
                                 dict(norm="batch", discretization="async")])
 def test_padding_does_not_change_results(kw):
     """A padded batch gives each sequence the logits it gets alone (also bidirectional)."""
     torch.manual_seed(0)
     m = timm.create_model("s7_tiny", num_classes=4, vocab_size=30, **kw).eval()
+    with torch.no_grad():  # non-zero biases everywhere, as after training: padded steps then carry non-zeros
+        for name, p in m.named_parameters():
+            if name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
     seqs = [torch.randint(0, 30, (n,)) for n in (30, 17, 9)]
     items = [({"tokens": s, "tau": torch.rand(len(s))}, 0) for s in seqs]
     batch, _ = pad_collate(items)
     together = m(**batch)
     for i, (inp, _) in enumerate(items):
         alone = m(tokens=inp["tokens"][None], tau=inp["tau"][None])
-        assert torch.allclose(together[i], alone[0], atol=1e-5), i
+        assert torch.allclose(together[i], alone[0], rtol=1e-4, atol=1e-5), i
 
 
 def test_gradients_reach_every_parameter():
