@@ -139,20 +139,11 @@ def kwargs_text(kwargs: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_lines(script: str, threads: int) -> list[str]:
     import timm
     import torch
+
+    from statelayers.profile import cpu_model
 
     return [
         f"- command: `python {' '.join([os.path.relpath(script)] + sys.argv[1:])}`",

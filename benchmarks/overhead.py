@@ -109,17 +109,6 @@ def parse_args(argv=None):
 # ------------------------------------------------------------------------------------------------ helpers
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def cpu_flags() -> str:
     """The CPU features that decide bf16 speed (AVX-512 BF16, AMX) and torch's kernel level."""
     import torch
@@ -136,6 +125,8 @@ def cpu_flags() -> str:
 def machine_lines(args, threads: int) -> list[str]:
     import timm
     import torch
+
+    from statelayers.profile import cpu_model
 
     return [
         f"- command: `python {' '.join([os.path.relpath(__file__)] + sys.argv[1:])}`",

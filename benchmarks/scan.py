@@ -241,17 +241,6 @@ def copy_bandwidth(n_bytes: int, threads: int) -> tuple[float, float]:
     return 2 * n_bytes / pre / 1e9, 2 * n_bytes / fresh / 1e9
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def versions() -> str:
     import torch
 
@@ -289,6 +278,7 @@ def fmt_ratio(ref, x):
 
 
 def main(argv=None):
+    from statelayers.profile import cpu_model
     args = parse_args(argv)
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))

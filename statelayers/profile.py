@@ -306,3 +306,17 @@ def format_comparison(rows: Sequence[ComparisonRow]) -> str:
     if skipped:
         out.append(f"not registered (skipped): {', '.join(skipped)}")
     return "\n".join(out)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (for the machine description that goes with every measurement)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
