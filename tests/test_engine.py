@@ -2,10 +2,8 @@
 DDP on two CPU processes, gradient accumulation, damaged checkpoints, clear errors."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 import statelayers  # noqa: F401
-from statelayers.checkpoint import CheckpointError, latest_checkpoint, read_state
+from statelayers.checkpoint import CheckpointError, latest_checkpoint
 from statelayers.cli import main
 from statelayers.engine import TrainConfig, build_optimizer, evaluate, learning_rate, train
 
@@ -105,23 +103,11 @@ def _train_cmd(out: Path, name: str, extra=()):
             "--name", name, "--quiet", *extra]
 
 
-def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(tmp_path):
+def test_sigkill_mid_epoch_then_resume_ends_with_the_same_weights(tmp_path, sigkill_then_resume):
     ref = subprocess.run(_train_cmd(tmp_path, "ref"), env=env_one_thread(), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
-    proc = subprocess.Popen(_train_cmd(tmp_path, "killed", ["--ckpt-every", "5"]), env=env_one_thread(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (ckpts / "LAST").exists():
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = read_state(latest_checkpoint(ckpts))
+    state, resumed = sigkill_then_resume(_train_cmd(tmp_path, "killed", ["--ckpt-every", "5"]), tmp_path / "killed")
     assert state["epoch"] == 0 and state["batch_in_epoch"] > 0, "the kill should land mid-epoch"
-    resumed = subprocess.run(
-        [sys.executable, "-m", "statelayers", "train", "--resume", str(tmp_path / "killed"), "--quiet"],
-        env=env_one_thread(), capture_output=True, text=True,
-    )
     assert resumed.returncode == 0, resumed.stderr
     assert same(weights(tmp_path / "ref"), weights(tmp_path / "killed"))
     rows = (tmp_path / "killed" / "metrics.csv").read_text().strip().splitlines()

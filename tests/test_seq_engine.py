@@ -4,10 +4,8 @@ parameter groups, exact resume after SIGKILL, two CPU processes, and every offli
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 import statelayers  # noqa: F401
-from statelayers.checkpoint import latest_checkpoint, read_state
+from statelayers.checkpoint import latest_checkpoint
 from statelayers.engine import TrainConfig, build_model, build_optimizer, evaluate, learning_rate, train
 
 pytest.importorskip("sktime")
@@ -77,21 +75,11 @@ def _cmd(out: Path, name: str, extra=()):
             "--epochs", "2", "--batch-size", "10", "--output", str(out), "--name", name, "--quiet", *extra]
 
 
-def test_sequence_sigkill_then_resume_ends_with_the_same_weights(tmp_path):
+def test_sequence_sigkill_then_resume_ends_with_the_same_weights(tmp_path, sigkill_then_resume):
     ref = subprocess.run(_cmd(tmp_path, "ref"), env=env_one_thread(), capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
-    proc = subprocess.Popen(_cmd(tmp_path, "killed", ["--ckpt-every", "3"]), env=env_one_thread(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (ckpts / "LAST").exists():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    state = read_state(latest_checkpoint(ckpts))
+    state, resumed = sigkill_then_resume(_cmd(tmp_path, "killed", ["--ckpt-every", "3"]), tmp_path / "killed")
     assert state["epoch"] == 0 and state["batch_in_epoch"] > 0, "the kill should land mid-epoch"
-    resumed = subprocess.run([sys.executable, "-m", "statelayers", "train", "--resume", str(tmp_path / "killed"),
-                              "--quiet"], env=env_one_thread(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     a, b = weights(tmp_path / "ref"), weights(tmp_path / "killed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
