@@ -65,8 +65,13 @@ def save_weights(module: torch.nn.Module, path: Path, metadata: dict[str, str] |
         raise
 
 
-def load_weights(module: torch.nn.Module, path: Path, what: str = "checkpoint") -> dict[str, str]:
-    """Load safetensors weights into `module`, all or nothing; returns the file's metadata."""
+def load_weights(module: torch.nn.Module, path: Path, what: str = "checkpoint", *, drop_prefixes: tuple[str, ...] = (),
+                 expect_model: str | None = None, hint: str = "") -> dict[str, str]:
+    """Load safetensors weights into `module`, all or nothing; returns the file's metadata.
+
+    `drop_prefixes`: file keys to ignore (a classifier head loaded into a headless backbone).
+    `expect_model`: refuse a file whose metadata names another model. `hint` ends the mismatch message.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} {path} does not exist")
@@ -78,22 +83,30 @@ def load_weights(module: torch.nn.Module, path: Path, what: str = "checkpoint") 
             metadata = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{what} {path} is corrupt or truncated ({e})") from e
+    model_name = metadata.get("model")
+    if expect_model is not None and model_name not in (None, expect_model):
+        raise CheckpointError(f"{what} {path} was written for model {model_name!r}, not {expect_model!r}")
+    if drop_prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(drop_prefixes)}
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
              for k, v in own.items() if k in state and state[k].shape != v.shape]
     if missing or unexpected or wrong:
-        model_name = metadata.get("model", "?")
+        def listed(keys, n, sep=", "):
+            return sep.join(keys[:n]) + (", ..." if len(keys) > n else "")
+
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+            parts.append(f"{len(missing)} missing ({listed(missing, 4)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+            parts.append(f"{len(unexpected)} unexpected ({listed(unexpected, 4)})")
         if wrong:
-            parts.append(f"{len(wrong)} of another shape (e.g. {'; '.join(wrong[:2])})")
+            parts.append(f"{len(wrong)} of another shape ({listed(wrong, 3, '; ')})")
         raise CheckpointError(
-            f"{what} {path} (written for model {model_name!r}) does not fit this model: " + ", ".join(parts)
+            f"{what} {path} (written for model {model_name or '?'!r}) does not fit this model: " + ", ".join(parts)
+            + (f"; {hint}" if hint else "")
         )
     module.load_state_dict(state)
     return metadata

@@ -64,44 +64,13 @@ def load_backbone_checkpoint(model: nn.Module, checkpoint: str | Path, model_nam
     ``model``, a classifier-less timm model (``num_classes=0``). The classifier keys of the file are dropped;
     every other key must exist in the model with the same shape and every model key must be in the file, or
     nothing is loaded and a ``CheckpointError`` names the mismatches. Returns the file's metadata."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    from ..checkpoint import CheckpointError
+    from ..checkpoint import load_weights
 
     path, _ = resolve_checkpoint(checkpoint)
-    try:
-        state = load_file(str(path))
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"backbone checkpoint {path} is corrupt or truncated ({e})") from e
-    written_for = meta.get("model")
-    if model_name is not None and written_for not in (None, model_name):
-        raise CheckpointError(f"backbone checkpoint {path} was written for model {written_for!r}, not {model_name!r}")
-    heads = _classifier_prefixes(model)
-    state = {k: v for k, v in state.items() if not k.startswith(heads)}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:4])}"
-                         f"{', ...' if len(unexpected) > 4 else ''})")
-        if wrong:
-            parts.append(f"{len(wrong)} of another shape ({'; '.join(wrong[:3])})")
-        raise CheckpointError(
-            f"backbone checkpoint {path} (written for {written_for or '?'}) does not fit backbone "
-            f"{model_name or type(model).__name__}: " + ", ".join(parts)
-            + "; is it the same model, with the same model kwargs (backbone_kwargs=...) and 3 input channels?"
-        )
-    model.load_state_dict(state)
-    return meta
+    return load_weights(
+        model, path, "backbone checkpoint", drop_prefixes=_classifier_prefixes(model), expect_model=model_name,
+        hint="is it the same model, with the same model kwargs (backbone_kwargs=...) and 3 input channels?",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
