@@ -52,23 +52,28 @@ def mamba_dt_bias(
 
 
 class StepTerms(NamedTuple):
-    """The new state and its two parts, kept for diagnostics (no extra compute)."""
+    """The new state and its decayed part, kept for diagnostics and ablations (no extra compute)."""
 
     h: torch.Tensor
     decay: torch.Tensor  # exp(ΔA) ⊙ h_prev
-    inject: torch.Tensor  # ΔB ⊙ u
+
+    @property
+    def inject(self) -> torch.Tensor:
+        """The input term ΔB ⊙ u (recomputed as h - decay; diagnostics only)."""
+        return self.h - self.decay
 
 
-def ssm_step(h: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, b_u: torch.Tensor) -> StepTerms:
-    """`h' = exp(delta*A) * h + delta * b_u`, all arguments broadcastable, computed in float32.
+def ssm_step(h: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, b: torch.Tensor, u: torch.Tensor) -> StepTerms:
+    """`h' = exp(delta*A) * h + (delta*b) * u`, all arguments broadcastable, computed in float32.
 
-    `b_u` is B ⊙ u already broadcast to the state's layout; `delta` multiplies both terms.
+    `delta` and `b` are usually small (one value per sample and state channel) while `u` and `h`
+    are state-sized: `delta*b` is formed first and the input term is fused into one addcmul, so
+    the step makes two passes over state-sized memory.
     """
     with torch.autocast(device_type=h.device.type, enabled=False):
         delta = state_float(delta)
         decay = torch.exp(delta * state_float(A)) * state_float(h)
-        inject = delta * state_float(b_u)
-        return StepTerms(decay + inject, decay, inject)
+        return StepTerms(torch.addcmul(decay, delta * state_float(b), state_float(u)), decay)
 
 
 class SelectiveParams(nn.Module):

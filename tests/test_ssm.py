@@ -38,14 +38,16 @@ def test_ssm_step_matches_float64_closed_form_over_many_steps():
     n, steps = 16, 50
     A = -torch.arange(1, n + 1, dtype=torch.float64)
     delta = torch.rand(n, dtype=torch.float64) * 0.5 + 0.01
-    b_u = torch.randn(n, dtype=torch.float64)
+    b = torch.randn(n, dtype=torch.float64)
+    u = torch.randn(n, dtype=torch.float64)
     h0 = torch.randn(n, dtype=torch.float64)
     a = torch.exp(delta * A)
-    closed = a**steps * h0 + delta * b_u * (1 - a**steps) / (1 - a)
+    closed = a**steps * h0 + delta * b * u * (1 - a**steps) / (1 - a)
     h = h0.float()
     for _ in range(steps):
-        terms = ssm_step(h, delta.float(), A.float(), b_u.float())
-        assert torch.allclose(terms.h, terms.decay + terms.inject)
+        terms = ssm_step(h, delta.float(), A.float(), b.float(), u.float())
+        assert torch.allclose(terms.decay.double(), a * h.double(), rtol=1e-6)
+        assert torch.allclose(terms.inject.double(), delta * b * u, rtol=1e-4, atol=1e-6)
         h = terms.h
     assert h.dtype == torch.float32
     assert torch.allclose(h.double(), closed, rtol=1e-5, atol=1e-6)
@@ -56,10 +58,11 @@ def test_ssm_step_runs_in_float32_under_bf16_autocast():
     h = torch.randn(4, 8)
     delta = torch.rand(4, 8).bfloat16()
     A = -torch.arange(1, 9).float()
-    b_u = torch.randn(4, 8).bfloat16()
+    b = torch.randn(4, 1).bfloat16()
+    u = torch.randn(4, 8).bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = ssm_step(h, delta, A, b_u).h
-    ref = torch.exp(delta.double() * A.double()) * h.double() + delta.double() * b_u.double()
+        out = ssm_step(h, delta, A, b, u).h
+    ref = torch.exp(delta.double() * A.double()) * h.double() + delta.double() * b.double() * u.double()
     assert out.dtype == torch.float32
     assert torch.allclose(out.double(), ref, atol=1e-6)
 

@@ -76,14 +76,17 @@ def build_resnet(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Modu
     return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
-def residual_branch(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """The residual-branch output `O` of a timm BasicBlock/Bottleneck (before the shortcut add)."""
+def residual_branch(block: nn.Module, z: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+    """The residual-branch output `O` of a timm BasicBlock/Bottleneck (before the shortcut add).
+
+    With a state `h`, the first conv reads `[z, h]` (see `conv_on_concat`)."""
+    first = block.conv1(z) if h is None else conv_on_concat(block.conv1, z, h)
     if isinstance(block, Bottleneck):
-        z = block.act1(block.bn1(block.conv1(z)))
+        z = block.act1(block.bn1(first))
         z = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(z)))))
         z = block.bn3(block.conv3(z))
     elif isinstance(block, BasicBlock):
-        z = block.aa(block.act1(block.drop_block(block.bn1(block.conv1(z)))))
+        z = block.aa(block.act1(block.drop_block(block.bn1(first))))
         z = block.bn2(block.conv2(z))
     else:
         raise TypeError(f"unsupported block type {type(block).__name__}")
@@ -92,6 +95,21 @@ def residual_branch(block: nn.Module, z: torch.Tensor) -> torch.Tensor:
     if block.drop_path is not None:
         z = block.drop_path(z)
     return z
+
+
+def conv_on_concat(conv: nn.Conv2d, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """`conv(cat([x, h], dim=1))` without building the concatenation: the conv is linear, so it is
+    the x-slice of the weights on `x` plus the h-slice on `h`.
+
+    Why: the concatenation copies the whole block input every block (and keeps the copy for the
+    backward), and under channels_last it mixes a channels_last `x` with an NCHW `h` into an NCHW
+    result, so the conv runs in the slow layout. Measured on ResNet-50, batch 8, 2 threads:
+    channels_last inference 1.33× → 1.15× of vanilla, training 1.26× → 1.16× (benchmarks/overhead.py).
+    """
+    c = x.shape[1]
+    w = conv.weight
+    y = conv._conv_forward(x, w[:, :c], conv.bias)
+    return y + F.conv2d(h.to(x.dtype), w[:, c:], None, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
 def block_shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -252,20 +270,32 @@ class StatefulResNet(StagedResNet):
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def update_state(self, h: torch.Tensor, out: torch.Tensor, stage: int, index: int, block: nn.Module):
-        """The state after `block` (index `index` of stage `stage`) whose residual branch gave `out`."""
+    def state_input(self, out: torch.Tensor, stage: int, block: nn.Module) -> torch.Tensor | None:
+        """What the update after `block` reads from its residual-branch output `out`: a new tensor
+        (a projection of `out`), or None when this block does not update the state. Called before
+        the shortcut is added, so that the add can reuse `out`'s memory when no gradient is kept."""
+        raise NotImplementedError
+
+    def update_state(self, h: torch.Tensor, u: torch.Tensor | None, stage: int, index: int, block: nn.Module):
+        """The state after `block` (index `index` of stage `stage`), given `u = state_input(...)`."""
         raise NotImplementedError
 
     # -- the depth recurrence --------------------------------------------------------------
     def block_step(self, block, x, h, stage: int, index: int):
-        out = residual_branch(block, torch.cat([x, h.to(x.dtype)], dim=1))
-        x = block_act(block)(out + block_shortcut(block, x))
+        out = residual_branch(block, x, h)
+        u = self.state_input(out, stage, block)
+        shortcut = block_shortcut(block, x)
+        if u is None or not torch.is_grad_enabled():
+            out += shortcut  # as timm's blocks do; with autograd on, `out` is saved by the projection u
+        else:
+            out = out + shortcut
+        x = block_act(block)(out)
         if h.shape[-2:] != x.shape[-2:]:
             # ceil mode so that odd sizes follow the strided conv (57 -> 29)
             h = F.avg_pool2d(h, 2, 2, ceil_mode=True, count_include_pad=False)
             if h.shape[-2:] != x.shape[-2:]:
                 raise RuntimeError(f"state {tuple(h.shape)} cannot follow features {tuple(x.shape)}")
-        h = self.update_state(h, out, stage, index, block)
+        h = self.update_state(h, u, stage, index, block)
         return x, h
 
     def initial_carry(self, x: torch.Tensor) -> torch.Tensor:

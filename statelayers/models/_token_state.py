@@ -89,7 +89,7 @@ class TokenStateUnit(nn.Module):
         if self.c_norm == "rms":
             u = u * torch.rsqrt(u.square().mean(dim=-1, keepdim=True) + 1e-6)
         delta, b = self.ssm(u)  # from c̃, as the ResNets take Δ and B from the normalised u
-        terms = ssm_step(h, delta[:, :, None], self.ssm.A, u[:, :, None] * b[:, None, :])
+        terms = ssm_step(h, delta[:, :, None], self.ssm.A, b[:, None, :], u[:, :, None])
         if self.record is not None:
             self.record.append(dict(
                 rms_decay=terms.decay.detach().square().mean().sqrt().item(),

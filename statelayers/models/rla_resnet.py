@@ -71,12 +71,13 @@ class RLAResNet(StatefulResNet):
         b, _, hh, ww = x.shape
         return x.new_zeros(b, self.rla_channel, hh, ww)
 
-    def update_state(self, h, out, stage, index, block):
-        norm = getattr(block, "rla_norm", None)
-        if norm is None:
+    def state_input(self, out, stage, block):
+        return self.conv_out[stage](out) if hasattr(block, "rla_norm") else None
+
+    def update_state(self, h, u, stage, index, block):
+        if u is None:
             return h
-        h = h.to(out.dtype) + self.conv_out[stage](out)
-        return self.recurrent_conv[stage](torch.tanh(norm(h)))
+        return self.recurrent_conv[stage](torch.tanh(block.rla_norm(h.to(u.dtype) + u)))
 
 
 

@@ -4,6 +4,7 @@ A state `h ∈ (B, N, H, W)` runs alongside the feature maps. Block t reads `[X^
 through its (widened) first conv; its residual-branch output `O` then drives the update
 
     u   = conv_out_s(O)                 1×1 conv C_s → N, shared by the blocks of stage s
+    u   = u / RMS(u)                    per sample (u_norm="rms", the default)
     z   = mean_{H,W}(u)                 summary for the selective parameters
     Δ   = softplus(W_Δ z + b_Δ),  B = W_B z,  A = -exp(A_log)
     h^t = exp(Δ A) ⊙ h^{t-1} + Δ B ⊙ u
@@ -107,16 +108,26 @@ class S6LAResNet(StatefulResNet):
             h.normal_(0.0, math.sqrt(2.0 / self.d_state))  # the learned h0's init distribution
         return h
 
-    def update_state(self, h, out, stage, index, block):
-        step = getattr(block, "s6la", None)
-        if step is None:
+    def state_input(self, out, stage, block):
+        if self.conv_out is None or getattr(block, "s6la", None) is None:
+            return None
+        return self.conv_out[stage](out)
+
+    def update_state(self, h, u, stage, index, block):
+        if u is None:
             return h
-        u = self.conv_out[stage](out)
+        step = block.s6la
+        u = state_float(u)
+        # u enters normalised, u_n = s·u with one scale s per sample; s is folded into the small
+        # (batch, N) coefficients instead of materialising u_n (one pass over u fewer)
+        z = u.mean(dim=(2, 3))
         if self.u_norm == "rms":
-            uf = state_float(u)
-            u = uf * torch.rsqrt(uf.square().mean(dim=(1, 2, 3), keepdim=True) + 1e-6)
-        delta, b = step(u.mean(dim=(2, 3)))
-        terms = ssm_step(h, delta[:, :, None, None], step.A[:, None, None], b[:, :, None, None] * u)
+            s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / u[0].numel() + 1e-6)[:, None]
+            z = z * s
+        delta, b = step(z)
+        if self.u_norm == "rms":
+            b = b * s
+        terms = ssm_step(h, delta[:, :, None, None], step.A[:, None, None], b[:, :, None, None], u)
         if self._record is not None:
             self._record.append(
                 dict(
