@@ -8,12 +8,12 @@ and a fixed evaluation set. Models: `cifar_resnet{D}`, `s6la_cifar_resnet{D}` (N
 (the default model, the same runs as the main table), N = 32, N = 64, `selective=False` (Δ and B learned per-block
 constants) and `h0="random"` (the initial state re-drawn every training forward, zeros in eval).
 
-**The default budget**: a class-balanced 3,000-image training subset of Fashion-MNIST, 2 epochs (the first is the
+**The default budget**: a class-balanced 2,000-image training subset of Fashion-MNIST, 2 epochs (the first is the
 recipe's warm-up), evaluation on the first 2,000 images of the 10,000-image test set, seeds 0 1 2 — 4 families ×
-2 depths × 3 seeds + 4 ablations × 3 seeds = 36 runs. Chosen from measured speed: the script's own estimate for it
-was 109 min with 1 thread on a 2-core machine busy with other jobs (2026-11-24); 2 quiet cores need to be only
-1.2× faster than that to finish within 90 minutes (not measured here). The 3-epoch budget estimated 163 min there.
-At this budget the networks are far from converged: it measures what each method does with the same small budget,
+2 depths × 3 seeds + 4 ablations × 3 seeds = 36 runs. Chosen from measured speed so that it fits 90 minutes on 2
+cores even when they are shared: the script's own estimate was 100 min for a 3,000-image subset with 1 thread on
+the quiet machine (2026-11-24), and the 2,000-image default was run with 1 thread while the other core ran
+`benchmarks/s7_study.py` (BENCHMARKS.md has the wall clock). At this budget the networks are far from converged: it measures what each method does with the same small budget,
 not their final accuracy. Scale it up with `--subset` / `--epochs` / `--eval-subset 0` (the full test set) /
 `--seeds` (and `--force` or `--budget-min`).
 
@@ -54,7 +54,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_SUBSET, DEFAULT_EPOCHS, DEFAULT_EVAL_SUBSET, DEFAULT_SEEDS = 3000, 2, 2000, (0, 1, 2)
+DEFAULT_SUBSET, DEFAULT_EPOCHS, DEFAULT_EVAL_SUBSET, DEFAULT_SEEDS = 2000, 2, 2000, (0, 1, 2)
 FAMILIES = {  # label: timm name pattern
     "vanilla": "cifar_resnet{}",
     "s6la": "s6la_cifar_resnet{}",

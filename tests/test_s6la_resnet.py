@@ -323,3 +323,34 @@ def test_grad_checkpointing_gives_the_same_gradients():
     m.set_grad_checkpointing(True)
     got = grads()
     assert all(torch.allclose(got[n], ref[n], rtol=1e-5, atol=1e-7) for n in ref)
+
+
+@pytest.mark.parametrize("kernel,stride", [(1, 1), (3, 2)])
+def test_conv_on_concat_equals_the_conv_of_the_concatenation(kernel, stride):
+    from statelayers.models._resnet_base import conv_on_concat
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(12, 8, kernel, stride=stride, padding=kernel // 2, bias=False).double()
+    x = torch.randn(2, 9, 11, 13, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(2, 3, 11, 13, dtype=torch.float64, requires_grad=True)
+    ref = conv(torch.cat([x, h], dim=1))
+    gx, gh, gw = torch.autograd.grad(ref.square().sum(), (x, h, conv.weight))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        out = conv_on_concat(conv, x.contiguous(memory_format=fmt), h)
+        assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+        grads = torch.autograd.grad(out.square().sum(), (x, h, conv.weight))
+        for g, r in zip(grads, (gx, gh, gw)):
+            assert torch.allclose(g, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["s6la_resnet50", "rla_resnet50"])
+def test_grad_free_forward_equals_the_autograd_forward(name):
+    # without autograd the residual add reuses the branch output's memory; with it, it must not
+    torch.manual_seed(0)
+    m = perturb_bn(timm.create_model(name, zero_init_last=False)).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        ref = m(x)
+    out = m(x)
+    assert torch.equal(out.detach(), ref)
+    out.sum().backward()  # the saved branch outputs were not modified in place

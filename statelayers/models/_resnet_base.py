@@ -80,16 +80,16 @@ def residual_branch(block: nn.Module, z: torch.Tensor, h: torch.Tensor | None = 
     """The residual-branch output `O` of a timm BasicBlock/Bottleneck (before the shortcut add).
 
     With a state `h`, the first conv reads `[z, h]` (see `conv_on_concat`)."""
+    if not isinstance(block, (Bottleneck, BasicBlock)):
+        raise TypeError(f"unsupported block type {type(block).__name__}")
     first = block.conv1(z) if h is None else conv_on_concat(block.conv1, z, h)
     if isinstance(block, Bottleneck):
         z = block.act1(block.bn1(first))
         z = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(z)))))
         z = block.bn3(block.conv3(z))
-    elif isinstance(block, BasicBlock):
+    else:
         z = block.aa(block.act1(block.drop_block(block.bn1(first))))
         z = block.bn2(block.conv2(z))
-    else:
-        raise TypeError(f"unsupported block type {type(block).__name__}")
     if block.se is not None:
         z = block.se(z)
     if block.drop_path is not None:
