@@ -9,11 +9,14 @@ and a fixed evaluation set. Models: `cifar_resnet{D}`, `s6la_cifar_resnet{D}` (N
 constants) and `h0="random"` (the initial state re-drawn every training forward, zeros in eval).
 
 **The default budget**: a class-balanced 2,000-image training subset of Fashion-MNIST, 2 epochs (the first is the
-recipe's warm-up), evaluation on the first 2,000 images of the 10,000-image test set, seeds 0 1 2 — 4 families ×
-2 depths × 3 seeds + 4 ablations × 3 seeds = 36 runs. Chosen from measured speed so that it fits 90 minutes on 2
-cores even when they are shared: the script's own estimate was 100 min for a 3,000-image subset with 1 thread on
-the quiet machine (2026-11-24), and the 2,000-image default was run with 1 thread while the other core ran
-`benchmarks/s7_study.py` (BENCHMARKS.md has the wall clock). At this budget the networks are far from converged: it measures what each method does with the same small budget,
+recipe's warm-up) at batch 32 (lr 0.025, the recipe's 0.1 per 128 scaled linearly), evaluation on the first
+2,000 images of the 10,000-image test set, seeds 0 1 2 — 4 families × 2 depths × 3 seeds + 4 ablations × 3 seeds
+= 36 runs. Chosen from measured speed so that it fits 90 minutes on 2 cores even when they are shared: the
+script's own estimate was 100 min for a 3,000-image subset with 1 thread on the quiet machine (2026-11-24); the
+default was run with 1 thread while the other core ran `benchmarks/s7_study.py` (BENCHMARKS.md has its wall
+clock). Batch 32 rather than the recipe's 128 because 2,000 images at 128 are only 16 steps per epoch: measured,
+the first runs of that setting ended at 0.11–0.45 test accuracy (RLA-56 at chance), which compares nothing.
+At this budget the networks are far from converged: it measures what each method does with the same small budget,
 not their final accuracy. Scale it up with `--subset` / `--epochs` / `--eval-subset 0` (the full test set) /
 `--seeds` (and `--force` or `--budget-min`).
 
@@ -54,7 +57,7 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_SUBSET, DEFAULT_EPOCHS, DEFAULT_EVAL_SUBSET, DEFAULT_SEEDS = 2000, 2, 2000, (0, 1, 2)
+DEFAULT_SUBSET, DEFAULT_EPOCHS, DEFAULT_EVAL_SUBSET, DEFAULT_SEEDS, DEFAULT_BATCH = 2000, 2, 2000, (0, 1, 2), 32
 FAMILIES = {  # label: timm name pattern
     "vanilla": "cifar_resnet{}",
     "s6la": "s6la_cifar_resnet{}",
@@ -84,7 +87,7 @@ def parse_args(argv=None):
     p.add_argument("--subset", type=int, help=f"class-balanced training images (0: all; default {DEFAULT_SUBSET})")
     p.add_argument("--eval-subset", type=int,
                    help=f"evaluate on the first K test images (0: the whole test set; default {DEFAULT_EVAL_SUBSET})")
-    p.add_argument("--batch-size", type=int, help="default: the recipe's (128)")
+    p.add_argument("--batch-size", type=int, help=f"default {DEFAULT_BATCH} (lr scaled linearly, as the recipe does)")
     p.add_argument("--depths", type=int, nargs="+", help="default 56 110")
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), help="default: all")
     p.add_argument("--ablations", action=argparse.BooleanOptionalAction, default=True,
@@ -104,8 +107,8 @@ def parse_args(argv=None):
     p.add_argument("--out", help="append the report (markdown, plot embedded) to this file")
     args = p.parse_args(argv)
     defaults = dict(data="fashion_mnist", seeds=list(DEFAULT_SEEDS), epochs=DEFAULT_EPOCHS, subset=DEFAULT_SUBSET,
-                    eval_subset=DEFAULT_EVAL_SUBSET, batch_size=None, depths=[56, 110], families=list(FAMILIES),
-                    ablation_list=list(ABLATIONS), ablation_depth=56, estimate_steps=3)
+                    eval_subset=DEFAULT_EVAL_SUBSET, batch_size=DEFAULT_BATCH, depths=[56, 110],
+                    families=list(FAMILIES), ablation_list=list(ABLATIONS), ablation_depth=56, estimate_steps=3)
     if args.smallest:
         defaults.update(data="digits", seeds=[0], epochs=1, subset=256, eval_subset=0, batch_size=64, depths=[20],
                         families=["vanilla", "s6la"], ablation_list=["N32"], ablation_depth=20, estimate_steps=1)
@@ -474,7 +477,7 @@ def main(argv=None) -> int:
     lines += machine_lines(__file__, threads)
     lines += [
         f"- budget: recipe `small`, {args.epochs} epoch(s), {info.train_size:,} class-balanced training images "
-        f"(picked by the seed), batch {args.batch_size or 128}; test accuracy after the last epoch on "
+        f"(picked by the seed), batch {args.batch_size}; test accuracy after the last epoch on "
         f"{n_eval:,} test images; seeds {seeds}; wall clock {elapsed / 60:.1f} min",
         "- acc: mean ± sample std over seeds of the final-epoch test accuracy; train img/s: the engine's measurement, "
         "mean over seeds (other jobs on the machine lower it)",

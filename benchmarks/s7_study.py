@@ -21,9 +21,9 @@ parameters at 0.25× the rate without weight decay, batch 32) and the same budge
 
 Seeds 0 1 2. The script times a few real training steps and one evaluation batch per (dataset, model) and prints
 the estimated time of every pending run before starting (`--estimate-only` stops there; `--budget-min M` refuses
-to start above M minutes unless `--force`). The default (27 runs, `s7_tiny`-sized) was estimated
-at 58 min with 1 thread on the quiet 2-core machine (2026-11-24); the `s7_small` size (`--size small`, 30 epochs)
-was estimated at about 400 min on the same machine when busy. A dataset whose files are not installed is skipped with the reason.
+to start above M minutes unless `--force`). The default (27 runs, `s7_tiny`-sized) was estimated at 58 min with
+1 thread on the quiet 2-core machine (2026-11-24); the `s7_small` size (`--size small`, 30 epochs) was estimated
+at about 400 min on the same machine when busy. A dataset whose files are not installed is skipped with the reason.
 
 Resumable like `benchmarks/depth_study.py` (whose helpers this script uses): run folders
 `OUTPUT/runs/<data>-<model>[-<kwargs>]-s<seed>`, finished ones skipped, interrupted ones resumed.
@@ -78,7 +78,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: all three")
     p.add_argument("--models", nargs="+", choices=["S7", "S5", "GRU"], default=["S7", "S5", "GRU"])
-    p.add_argument("--size", choices=list(SIZES), help="tiny (default: s7_tiny, S5 = s7_tiny without input dependence) or small (s7_small / s5_small)")
+    p.add_argument("--size", choices=list(SIZES),
+                   help="tiny (default: s7_tiny; S5 = s7_tiny without input dependence) or small (s7_small / s5_small)")
     p.add_argument("--gru-width", default="auto",
                    help="GRU hidden width, or 'auto': the width whose parameter count is closest to S7's")
     p.add_argument("--seeds", type=int, nargs="+", help=f"default {' '.join(map(str, DEFAULT_SEEDS))}")
