@@ -150,7 +150,9 @@ class SelectiveParams(nn.Module):
         """Δ of shape (batch, d_delta) and B of shape (batch, d_state), both in state precision."""
         if not self.selective:
             delta = F.softplus(state_float(self.dt_bias)).expand(z.shape[0], -1)
-            return delta, state_float(self.B).expand(z.shape[0], -1)
+            # repeat, not expand: a view of a parameter made under no_grad claims requires_grad without a
+            # grad_fn, which breaks tools that hook module outputs (FlopCounterMode's module tracker)
+            return delta, state_float(self.B).repeat(z.shape[0], 1)
         x = z if self.dt_down is None else self.dt_down(z)
         with torch.autocast(device_type=z.device.type, enabled=False):
             delta = F.softplus(self.dt_up(state_float(x)))

@@ -354,3 +354,14 @@ def test_grad_free_forward_equals_the_autograd_forward(name):
     out = m(x)
     assert torch.equal(out.detach(), ref)
     out.sum().backward()  # the saved branch outputs were not modified in place
+
+
+def test_macs_of_the_no_selection_ablation_can_be_counted():
+    # the constant B used to be an expand() of a parameter: under no_grad that view claims requires_grad
+    # without a grad_fn, and FlopCounterMode's module tracker raised on it
+    from statelayers.profile import count_macs
+
+    n, updates = 16, 8  # 9 blocks, the last one without an update
+    m = timm.create_model("s6la_cifar_resnet20", selective=False)
+    full = count_macs(timm.create_model("s6la_cifar_resnet20"), (1, 28, 28))
+    assert full - count_macs(m, (1, 28, 28)) == updates * 2 * n * n  # only the Δ and B projections go
