@@ -118,3 +118,12 @@ def test_s7_study_smallest(tmp_path):
     assert abs(params["GRU"] - params["S7"]) / params["S7"] < 0.05  # --gru-width auto matches S7's size
     assert params["S5"] < params["S7"]
     assert (tmp_path / "s7_study.csv").is_file() and (tmp_path / "s7_study.png").is_file()
+
+
+def test_s6la_breakdown_smallest():
+    proc = run_script("s6la_breakdown.py", "--smallest", "--threads", "1")
+    check_ok(proc)
+    (header, rows), = tables(proc.stdout)
+    assert header == ["variant", "ms per call", "time ratio to vanilla"]
+    assert [r[0] for r in rows] == ["resnet50 (vanilla)", "widen only", "+ conv_out", "full s6la_resnet50"]
+    assert rows[0][2] == "1.000"
