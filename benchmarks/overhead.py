@@ -215,9 +215,9 @@ def settled_time(args, fn, *a) -> float:
     """Seconds per call: `--settle` untimed calls, then the mean of `--calls` timed ones.
 
     The untimed call is there because the first call after switching models pays for the switch (the previous
-    model's activations evicted from the caches, fresh pages for this one's buffers); measured in-process on
-    ResNet-50, 1 thread, that inflates S6LA's inference ratio from 1.055 to 1.090, and it is not what a
-    training or serving loop, which calls the same model again and again, sees."""
+    model's activations evicted from the caches, fresh pages for this one's buffers). Measured in-process on
+    ResNet-50, 1 thread, that inflated S6LA's inference ratio by ~3 points (`--settle 0` is the old method), and
+    it is not what a training or serving loop, which calls the same model again and again, sees."""
     for _ in range(args.settle):
         fn(*a)
     return sum(timed(fn, *a) for _ in range(args.calls)) / args.calls
