@@ -103,13 +103,12 @@ def conv_on_concat(conv: nn.Conv2d, x: torch.Tensor, h: torch.Tensor) -> torch.T
 
     Why: the concatenation copies the whole block input every block (and keeps the copy for the
     backward), and under channels_last it mixes a channels_last `x` with an NCHW `h` into an NCHW
-    result, so the conv runs in the slow layout. Measured on ResNet-50, batch 8, 2 threads:
-    channels_last inference 1.33× → 1.15× of vanilla, training 1.26× → 1.16× (benchmarks/overhead.py).
+    result, so the conv runs in the slow layout. BENCHMARKS.md ("Cost of aggregation") has what this
+    saved on ResNet-50. Both halves go through the conv's own forward, so its padding mode applies.
     """
     c = x.shape[1]
     w = conv.weight
-    y = conv._conv_forward(x, w[:, :c], conv.bias)
-    return y + F.conv2d(h.to(x.dtype), w[:, c:], None, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return conv._conv_forward(x, w[:, :c], conv.bias) + conv._conv_forward(h.to(x.dtype), w[:, c:], None)
 
 
 def block_shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
