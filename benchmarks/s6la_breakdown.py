@@ -5,7 +5,9 @@ Variants, each a `s6la_resnet50` with one method replaced (the weights are irrel
 * `widen only` — `state_input` returns None: the blocks read `[x, h]` through their widened first convs, but no
   `conv_out` projection and no state update runs (h0 is carried);
 * `+ conv_out` — the projections `u = conv_out(O)` run, the state is not updated;
-* `full` — the model as shipped.
+* `full` — the model as shipped;
+* `full, reparameterize()` — the model after `reparameterize()`: `u` computed from each Bottleneck's hidden
+  tensor through the folded `conv_out·bn3·conv3` (4× fewer projection MACs).
 
 Interleaved rounds; in each round every model gets one settling call and one timed eval-mode forward under
 no_grad. Ratios are medians over rounds of (variant time / vanilla time in the same round).
@@ -52,7 +54,8 @@ def main(argv=None) -> int:
     conv_out = make("s6la_resnet50")
     conv_out.update_state = lambda h, u, *a: h
     models = {"resnet50 (vanilla)": make("resnet50"), "widen only": widen, "+ conv_out": conv_out,
-              "full s6la_resnet50": make("s6la_resnet50")}
+              "full s6la_resnet50": make("s6la_resnet50"),
+              "full, reparameterize()": make("s6la_resnet50").reparameterize()}
 
     times = {k: [] for k in models}
     with torch.no_grad():

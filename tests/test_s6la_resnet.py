@@ -1,4 +1,5 @@
 import io
+import itertools
 
 import pytest
 import timm
@@ -7,6 +8,7 @@ import torch.nn.functional as F
 
 import statelayers  # noqa: F401
 from statelayers.models import S6LAResNet
+from statelayers.profile import count_macs
 
 
 def numel(m):
@@ -325,22 +327,41 @@ def test_grad_checkpointing_gives_the_same_gradients():
     assert all(torch.allclose(got[n], ref[n], rtol=1e-5, atol=1e-7) for n in ref)
 
 
-@pytest.mark.parametrize("kernel,stride", [(1, 1), (3, 2)])
-def test_conv_on_concat_equals_the_conv_of_the_concatenation(kernel, stride):
+@pytest.mark.parametrize("kernel,stride,bias", [(1, 1, False), (1, 1, True), (3, 2, False)])
+def test_conv_on_concat_equals_the_conv_of_the_concatenation(kernel, stride, bias):
+    # 1×1 stride-1 convs take the GEMM-accumulate path (in place without autograd), the others two convs
     from statelayers.models._resnet_base import conv_on_concat
 
     torch.manual_seed(0)
-    conv = torch.nn.Conv2d(12, 8, kernel, stride=stride, padding=kernel // 2, bias=False).double()
+    conv = torch.nn.Conv2d(12, 8, kernel, stride=stride, padding=kernel // 2, bias=bias).double()
     x = torch.randn(2, 9, 11, 13, dtype=torch.float64, requires_grad=True)
     h = torch.randn(2, 3, 11, 13, dtype=torch.float64, requires_grad=True)
     ref = conv(torch.cat([x, h], dim=1))
-    gx, gh, gw = torch.autograd.grad(ref.square().sum(), (x, h, conv.weight))
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        out = conv_on_concat(conv, x.contiguous(memory_format=fmt), h)
+    params = (x, h, *conv.parameters())
+    ref_grads = torch.autograd.grad(ref.square().sum(), params)
+    for x_fmt, h_fmt in itertools.product((torch.contiguous_format, torch.channels_last), repeat=2):
+        xf, hf = x.contiguous(memory_format=x_fmt), h.contiguous(memory_format=h_fmt)
+        out = conv_on_concat(conv, xf, hf)
         assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
-        grads = torch.autograd.grad(out.square().sum(), (x, h, conv.weight))
-        for g, r in zip(grads, (gx, gh, gw)):
+        grads = torch.autograd.grad(out.square().sum(), params)
+        for g, r in zip(grads, ref_grads):
             assert torch.allclose(g, r, rtol=1e-10, atol=1e-10)
+        with torch.no_grad():
+            assert torch.allclose(conv_on_concat(conv, xf, hf), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_on_concat_pointwise_gemm_matches_the_conv_in_float32_both_layouts():
+    from statelayers.models._resnet_base import conv_on_concat
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(64 + 32, 48, 1, bias=False)
+    x, h = torch.randn(3, 64, 9, 7), torch.randn(3, 32, 9, 7)
+    ref = conv(torch.cat([x, h], dim=1))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        with torch.no_grad():
+            out = conv_on_concat(conv, x.contiguous(memory_format=fmt), h.contiguous(memory_format=fmt))
+        assert out.is_contiguous(memory_format=fmt)  # the next conv runs in the caller's layout
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["s6la_resnet50", "rla_resnet50"])
@@ -354,6 +375,62 @@ def test_grad_free_forward_equals_the_autograd_forward(name):
     out = m(x)
     assert torch.equal(out.detach(), ref)
     out.sum().backward()  # the saved branch outputs were not modified in place
+
+
+def _folded_model(fmt=torch.contiguous_format, **kwargs):
+    torch.manual_seed(0)
+    m = timm.create_model("s6la_resnet50", zero_init_last=False, num_classes=10, **kwargs)
+    return perturb_bn(m).double().eval().to(memory_format=fmt)
+
+
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_reparameterized_inference_equals_the_plain_model(fmt):
+    m = _folded_model(fmt)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=fmt)
+    with torch.no_grad():
+        ref = m(x)
+        out = m.reparameterize()(x)
+    assert len(m._folds) == 15  # every block with an update (all but the last) used the fold
+    assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fold_is_skipped_with_autograd_and_refreshed_after_training():
+    m = _folded_model().reparameterize()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        m(x)
+    # eval with autograd (frozen-BN fine-tuning, CAM): the plain projection runs, so its weights get gradients
+    m(x).square().sum().backward()
+    assert all(conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0 for conv in m.conv_out)
+    # a training step changes the weights and the BN statistics the fold was computed from
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    opt.zero_grad()
+    m(x).square().sum().backward()
+    opt.step()
+    m.eval()
+    with torch.no_grad():
+        out = m(x)
+        m.fold_projection = False
+        ref = m(x)
+    assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_the_fold_removes_three_quarters_of_the_projection_macs():
+    # conv_out reads the block output (4P channels) at N×4P MACs per pixel; folded it reads the
+    # Bottleneck's hidden tensor (P channels) at N×P
+    m = _folded_model().float()
+    plain = count_macs(m, (3, 224, 224))
+    folded = count_macs(m.reparameterize(), (3, 224, 224), fake=True)
+    n, planes, sizes = 32, (64, 128, 256, 512), (56, 28, 14, 7)
+    updates = (3, 4, 6, 2)  # ResNet-50's blocks per stage; the last block has no update
+    saved = sum(k * n * 3 * p * s * s for k, p, s in zip(updates, planes, sizes))
+    assert plain - folded == saved  # reparameterize() computed the folds: the forward does not pay for them
+    assert count_macs(m, (3, 224, 224)) == folded
+    m.layer1[0].bn3.running_var.add_(1.0)  # stale: the next forward recomputes that block's fold...
+    folded_again = count_macs(m, (3, 224, 224), fake=True)
+    assert folded_again - folded == n * 256 * 64  # ...at N×4P×P MACs, not cached from a shape-only pass
+    assert count_macs(m, (3, 224, 224)) == folded_again  # a real pass recomputes (and caches) it
 
 
 def test_macs_of_the_no_selection_ablation_can_be_counted():

@@ -28,6 +28,7 @@ from ..checkpoint import load_into_larger_model
 
 __all__ = [
     "residual_branch",
+    "last_conv_norm",
     "block_shortcut",
     "check_image_input",
     "to_small_image_stem",
@@ -76,25 +77,34 @@ def build_resnet(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Modu
     return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 
-def residual_branch(block: nn.Module, z: torch.Tensor, h: torch.Tensor | None = None) -> torch.Tensor:
+def residual_branch(
+    block: nn.Module, z: torch.Tensor, h: torch.Tensor | None = None, return_hidden: bool = False
+):
     """The residual-branch output `O` of a timm BasicBlock/Bottleneck (before the shortcut add).
 
-    With a state `h`, the first conv reads `[z, h]` (see `conv_on_concat`)."""
+    With a state `h`, the first conv reads `[z, h]` (see `conv_on_concat`). `return_hidden=True`
+    returns `(O, hidden)`, `hidden` being the input of the branch's last conv (`conv3` of a
+    Bottleneck, `conv2` of a BasicBlock)."""
     if not isinstance(block, (Bottleneck, BasicBlock)):
         raise TypeError(f"unsupported block type {type(block).__name__}")
     first = block.conv1(z) if h is None else conv_on_concat(block.conv1, z, h)
     if isinstance(block, Bottleneck):
         z = block.act1(block.bn1(first))
-        z = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(z)))))
-        z = block.bn3(block.conv3(z))
+        hidden = block.aa(block.act2(block.drop_block(block.bn2(block.conv2(z)))))
+        z = block.bn3(block.conv3(hidden))
     else:
-        z = block.aa(block.act1(block.drop_block(block.bn1(first))))
-        z = block.bn2(block.conv2(z))
+        hidden = block.aa(block.act1(block.drop_block(block.bn1(first))))
+        z = block.bn2(block.conv2(hidden))
     if block.se is not None:
         z = block.se(z)
     if block.drop_path is not None:
         z = block.drop_path(z)
-    return z
+    return (z, hidden) if return_hidden else z
+
+
+def last_conv_norm(block: nn.Module) -> tuple[nn.Conv2d, nn.Module]:
+    """The last conv of a block's residual branch and the norm after it."""
+    return (block.conv3, block.bn3) if isinstance(block, Bottleneck) else (block.conv2, block.bn2)
 
 
 def conv_on_concat(conv: nn.Conv2d, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -103,12 +113,49 @@ def conv_on_concat(conv: nn.Conv2d, x: torch.Tensor, h: torch.Tensor) -> torch.T
 
     Why: the concatenation copies the whole block input every block (and keeps the copy for the
     backward), and under channels_last it mixes a channels_last `x` with an NCHW `h` into an NCHW
-    result, so the conv runs in the slow layout. BENCHMARKS.md ("Cost of aggregation") has what this
-    saved on ResNet-50. Both halves go through the conv's own forward, so its padding mode applies.
+    result, so the conv runs in the slow layout. For a 1×1 stride-1 conv (a Bottleneck's conv1) the
+    h-part is a matrix product accumulated straight into the x-part's output (GEMM with beta=1),
+    so no separate output-sized tensor is written and added. BENCHMARKS.md ("Cost of aggregation")
+    has what this saved on ResNet-50. Otherwise both halves go through the conv's own forward, so
+    its padding mode applies to `h` too.
     """
     c = x.shape[1]
     w = conv.weight
-    return conv._conv_forward(x, w[:, :c], conv.bias) + conv._conv_forward(h.to(x.dtype), w[:, c:], None)
+    out = conv._conv_forward(x, w[:, :c], conv.bias)
+    if _is_pointwise(conv) and out.shape[-2:] == h.shape[-2:]:
+        fused = _accumulate_pointwise(out, h.to(out.dtype), w[:, c:].flatten(1).to(out.dtype))
+        if fused is not None:
+            return fused
+    return out + conv._conv_forward(h.to(x.dtype), w[:, c:], None)
+
+
+def _is_pointwise(conv: nn.Conv2d) -> bool:
+    return (
+        conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+        and conv.dilation == (1, 1) and conv.padding in ((0, 0), "valid")
+    )
+
+
+def _accumulate_pointwise(out: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+    """`out + conv1x1(h, w)` as one GEMM that accumulates into `out` (in place when no gradient is
+    recorded); None when `out` has neither the NCHW nor the channels_last layout."""
+    b, p, hh, ww = out.shape
+    inplace = not torch.is_grad_enabled()
+    if out.is_contiguous():
+        # per sample: out[p, hw] += w[p, n] @ h[n, hw]
+        acc, w_b, h_b = out.view(b, p, hh * ww), w.expand(b, -1, -1), h.reshape(b, -1, hh * ww)
+        if inplace:
+            acc.baddbmm_(w_b, h_b)
+            return out
+        return torch.baddbmm(acc, w_b, h_b).view(b, p, hh, ww)
+    if out.is_contiguous(memory_format=torch.channels_last):
+        # all pixels at once: out[bhw, p] += h[bhw, n] @ w[p, n]ᵀ
+        acc, h_2d = out.permute(0, 2, 3, 1).view(-1, p), h.permute(0, 2, 3, 1).reshape(-1, h.shape[1])
+        if inplace:
+            acc.addmm_(h_2d, w.t())
+            return out
+        return torch.addmm(acc, h_2d, w.t()).view(b, hh, ww, p).permute(0, 3, 1, 2)
+    return None
 
 
 def block_shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -269,10 +316,14 @@ class StatefulResNet(StagedResNet):
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def state_input(self, out: torch.Tensor, stage: int, block: nn.Module) -> torch.Tensor | None:
+    def state_input(
+        self, out: torch.Tensor, stage: int, block: nn.Module, hidden: torch.Tensor
+    ) -> torch.Tensor | None:
         """What the update after `block` reads from its residual-branch output `out`: a new tensor
-        (a projection of `out`), or None when this block does not update the state. Called before
-        the shortcut is added, so that the add can reuse `out`'s memory when no gradient is kept."""
+        (a projection of `out`), or None when this block does not update the state. `hidden` is the
+        input of the branch's last conv (from which an inference-time fold can compute the same
+        projection more cheaply). Called before the shortcut is added, so that the add can reuse
+        `out`'s memory when no gradient is kept."""
         raise NotImplementedError
 
     def update_state(self, h: torch.Tensor, u: torch.Tensor | None, stage: int, index: int, block: nn.Module):
@@ -281,8 +332,8 @@ class StatefulResNet(StagedResNet):
 
     # -- the depth recurrence --------------------------------------------------------------
     def block_step(self, block, x, h, stage: int, index: int):
-        out = residual_branch(block, x, h)
-        u = self.state_input(out, stage, block)
+        out, hidden = residual_branch(block, x, h, return_hidden=True)
+        u = self.state_input(out, stage, block, hidden)
         shortcut = block_shortcut(block, x)
         if u is None or not torch.is_grad_enabled():
             out += shortcut  # as timm's blocks do; with autograd on, `out` is saved by the projection u

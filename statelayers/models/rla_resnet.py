@@ -71,7 +71,7 @@ class RLAResNet(StatefulResNet):
         b, _, hh, ww = x.shape
         return x.new_zeros(b, self.rla_channel, hh, ww)
 
-    def state_input(self, out, stage, block):
+    def state_input(self, out, stage, block, hidden):
         return self.conv_out[stage](out) if hasattr(block, "rla_norm") else None
 
     def update_state(self, h, u, stage, index, block):

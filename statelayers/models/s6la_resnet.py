@@ -19,10 +19,19 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 
 from ..ssm import SelectiveParams, ssm_step, state_float
-from ._resnet_base import ARCHS, StatefulResNet, build_resnet, imagenet_cfg, small_cfg, small_resnet_kwargs
+from ._resnet_base import (
+    ARCHS,
+    StatefulResNet,
+    build_resnet,
+    imagenet_cfg,
+    last_conv_norm,
+    small_cfg,
+    small_resnet_kwargs,
+)
 
 __all__ = ["S6LAResNet"]
 
@@ -77,6 +86,8 @@ class S6LAResNet(StatefulResNet):
         self.u_norm = u_norm
         self.state_ablation: str | None = None  # diagnostics only: "inject" drops Δ·B·u
         self._record: list | None = None
+        self.fold_projection = False  # see reparameterize()
+        self._folds: dict = {}
 
         if h0 == "learned":
             self.h0 = nn.Parameter(torch.empty(1, d_state, 1, 1))
@@ -108,10 +119,67 @@ class S6LAResNet(StatefulResNet):
             h.normal_(0.0, math.sqrt(2.0 / self.d_state))  # the learned h0's init distribution
         return h
 
-    def state_input(self, out, stage, block):
+    def state_input(self, out, stage, block, hidden):
         if self.conv_out is None or getattr(block, "s6la", None) is None:
             return None
+        if self.fold_projection and not self.training and not torch.is_grad_enabled():
+            folded = self._folded_projection(stage, block)
+            if folded is not None:
+                return F.conv2d(hidden, *folded)
         return self.conv_out[stage](out)
+
+    # -- inference-time fold of the state projection -------------------------------------------
+    def reparameterize(self) -> "S6LAResNet":
+        """Compute `u` from the Bottleneck's hidden tensor at inference (eval mode, no autograd).
+
+        `u = conv_out(bn3(conv3(y)))` with an eval-mode BatchNorm is one 1×1 conv of `y`, whose
+        weight `W_out·diag(γ/σ)·W_3` has N×P entries instead of N×4P: the projection costs 4× fewer
+        MACs and no longer reads the block's 4×-wider output. The outputs equal the unfolded model's
+        up to float rounding. The fold is computed on first use and recomputed whenever any weight or
+        BN statistic it depends on changes (training, `load_state_dict`, `.to()`), so the model can
+        go on training; training forwards and forwards that record gradients never use it. Blocks
+        with SE, non-BatchNorm norms or a non-1×1 last conv (BasicBlock) keep the plain projection.
+        Returns the model; `fold_projection = False` switches it off again. The folds are computed
+        here once, so MACs counted with `count_macs` afterwards are those of the folded forward.
+        """
+        self.fold_projection = True
+        if self.conv_out is not None:
+            with torch.no_grad():
+                for s, stage in enumerate(self.stages()):
+                    for block in stage:
+                        if getattr(block, "s6la", None) is not None:
+                            self._folded_projection(s, block)
+        return self
+
+    def _folded_projection(self, stage: int, block) -> tuple[torch.Tensor, torch.Tensor] | None:
+        conv3, bn3 = last_conv_norm(block)
+        foldable = (
+            block.se is None and isinstance(bn3, nn.BatchNorm2d) and bn3.running_var is not None
+            and conv3.kernel_size == (1, 1) and conv3.groups == 1
+        )
+        if not foldable:
+            return None
+        proj = self.conv_out[stage].weight
+        sources = [t for t in (proj, conv3.weight, conv3.bias, bn3.weight, bn3.bias, bn3.running_mean,
+                               bn3.running_var) if t is not None]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        cached = self._folds.get(id(block))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        scale = torch.rsqrt(bn3.running_var + bn3.eps)
+        if bn3.weight is not None:
+            scale = scale * bn3.weight
+        shift = -bn3.running_mean * scale
+        if bn3.bias is not None:
+            shift = shift + bn3.bias
+        if conv3.bias is not None:
+            shift = shift + conv3.bias * scale
+        w_out = proj.flatten(1)  # (N, C)
+        weight = (w_out * scale) @ conv3.weight.flatten(1)  # (N, P)
+        folded = (weight[:, :, None, None].contiguous(), w_out @ shift)
+        if type(folded[0]) is torch.Tensor:  # not a FakeTensor of a shape-only pass (count_macs fake=True)
+            self._folds[id(block)] = (key, folded)
+        return folded
 
     def update_state(self, h, u, stage, index, block):
         if u is None:
