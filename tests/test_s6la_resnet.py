@@ -377,20 +377,28 @@ def test_grad_free_forward_equals_the_autograd_forward(name):
     out.sum().backward()  # the saved branch outputs were not modified in place
 
 
-def _folded_model(fmt=torch.contiguous_format, **kwargs):
+def _folded_model(fmt=torch.contiguous_format, name="s6la_resnet50", **kwargs):
     torch.manual_seed(0)
-    m = timm.create_model("s6la_resnet50", zero_init_last=False, num_classes=10, **kwargs)
+    m = timm.create_model(name, zero_init_last=False, num_classes=10, **kwargs)
     return perturb_bn(m).double().eval().to(memory_format=fmt)
 
 
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
-def test_reparameterized_inference_equals_the_plain_model(fmt):
-    m = _folded_model(fmt)
+@pytest.mark.parametrize(
+    "fmt,name,kwargs,folds",
+    [
+        (torch.contiguous_format, "s6la_resnet50", {}, 15),  # every block with an update: all but the last
+        (torch.channels_last, "s6la_resnet50", {}, 15),
+        (torch.contiguous_format, "s6la_resnet50", {"head_concat": True}, 16),  # the last block updates too
+        (torch.contiguous_format, "s6la_resnet18", {}, 0),  # BasicBlock: a 3×3 last conv is not folded
+    ],
+)
+def test_reparameterized_inference_equals_the_plain_model(fmt, name, kwargs, folds):
+    m = _folded_model(fmt, name, **kwargs)
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64).contiguous(memory_format=fmt)
     with torch.no_grad():
         ref = m(x)
         out = m.reparameterize()(x)
-    assert len(m._folds) == 15  # every block with an update (all but the last) used the fold
+    assert len(m._folds) == folds
     assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12)
 
 
