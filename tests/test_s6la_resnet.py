@@ -263,7 +263,12 @@ def test_channels_last_and_state_dict_round_trip():
         m2.load_state_dict(torch.load(buf, weights_only=True))
         assert torch.equal(m2(x), ref)
         m2 = m2.to(memory_format=torch.channels_last)
-        assert torch.allclose(m2(x.to(memory_format=torch.channels_last)), ref, rtol=1e-4, atol=1e-5)
+        x_cl = x.to(memory_format=torch.channels_last)
+        assert torch.allclose(m2(x_cl), ref, rtol=1e-4, atol=1e-5)
+        # the state follows the model's layout (the update and the h-part GEMM then need no layout copies)
+        feats, h = m2.forward_state(x_cl)
+        assert h.is_contiguous(memory_format=torch.channels_last) and not h.is_contiguous()
+        assert m.forward_state(x)[1].shape == h.shape
 
 
 def test_bf16_autocast_keeps_the_state_in_float32():

@@ -349,7 +349,12 @@ class StatefulResNet(StagedResNet):
         return x, h
 
     def initial_carry(self, x: torch.Tensor) -> torch.Tensor:
-        return self.initial_state(x)
+        h = self.initial_state(x)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            # a channels_last model gets a channels_last state: the update's element-wise ops then read `u`
+            # and `h` in one layout, and the widened conv's h-part GEMM reads `h` without a copy
+            h = h.contiguous(memory_format=torch.channels_last)
+        return h
 
     def run_stage(self, s: int, x, h):
         for j, block in enumerate(self.stages()[s]):
@@ -367,7 +372,7 @@ class StatefulResNet(StagedResNet):
     def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final features (before any head concat) and final state."""
         x = self.maxpool(self.stem_features(x))
-        h = self.initial_state(x)
+        h = self.initial_carry(x)
         for s in range(len(self.stage_names)):
             x, h = self.run_stage(s, x, h)
         return x, h
