@@ -53,12 +53,29 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
+def _addmm_inplace_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    m, k = a_shape
+    return 2 * m * k * b_shape[1]
+
+
+def _baddbmm_inplace_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    b, m, k = a_shape
+    return 2 * b * m * k * b_shape[2]
+
+
 def _custom_flop_mapping() -> dict:
     # FlopCounterMode registers the CUDA fused-attention kernels but not the CPU one that
     # F.scaled_dot_product_attention dispatches to here; without this, timm's fused attention
-    # (ViT, Swin, ...) would count as zero.
+    # (ViT, Swin, ...) would count as zero. Nor does it register the in-place addmm_/baddbmm_
+    # that a grad-free S6LA-ResNet forward accumulates its widened conv with (conv_on_concat).
+    mapping = {
+        torch.ops.aten.addmm_: _addmm_inplace_flops,
+        torch.ops.aten.baddbmm_: _baddbmm_inplace_flops,
+    }
     op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
-    return {op: _sdpa_cpu_flops} if op is not None else {}
+    if op is not None:
+        mapping[op] = _sdpa_cpu_flops
+    return mapping
 
 
 def _as_input_shape(input_size: Sequence[int]) -> tuple[int, ...]:

@@ -446,6 +446,22 @@ def test_the_fold_removes_three_quarters_of_the_projection_macs():
     assert count_macs(m, (3, 224, 224)) == folded_again  # a real pass recomputes (and caches) it
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_macs_that_s6la_adds_to_resnet50_in_closed_form(fmt):
+    # widened conv1 (N→P at the block's input resolution) + conv_out (4P→N) + Δ and B projections (N→N each).
+    # Counted without autograd, where the h-part is an in-place GEMM (baddbmm_/addmm_) that torch's
+    # FlopCounterMode does not count by itself: this test caught that
+    n, planes, res = 32, (64, 128, 256, 512), (56, 28, 14, 7)
+    blocks, updates = (3, 4, 6, 3), (3, 4, 6, 2)
+    widen = n * sum(planes[s] * (res[s - 1] if s and j == 0 else res[s]) ** 2 for s in range(4) for j in range(blocks[s]))
+    proj = n * sum(k * 4 * p * r * r for k, p, r in zip(updates, planes, res))
+    select = sum(updates) * 2 * n * n
+    s6la = timm.create_model("s6la_resnet50").to(memory_format=fmt)
+    vanilla = timm.create_model("resnet50").to(memory_format=fmt)
+    added = count_macs(s6la, (3, 224, 224), fake=True) - count_macs(vanilla, (3, 224, 224), fake=True)
+    assert added == widen + proj + select
+
+
 def test_macs_of_the_no_selection_ablation_can_be_counted():
     # the constant B used to be an expand() of a parameter: under no_grad that view claims requires_grad
     # without a grad_fn, and FlopCounterMode's module tracker raised on it
