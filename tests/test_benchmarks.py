@@ -125,5 +125,14 @@ def test_s6la_breakdown_smallest():
     check_ok(proc)
     (header, rows), = tables(proc.stdout)
     assert header == ["variant", "ms per call", "time ratio to vanilla"]
-    assert [r[0] for r in rows] == ["resnet50 (vanilla)", "widen only", "+ conv_out", "full s6la_resnet50"]
+    assert [r[0] for r in rows] == ["resnet50 (vanilla)", "widen only", "+ conv_out", "full s6la_resnet50",
+                                    "full, reparameterize()"]
     assert rows[0][2] == "1.000"
+
+
+def test_widened_conv_smallest():
+    proc = run_script("widened_conv.py", "--smallest", "--threads", "1")
+    check_ok(proc)
+    (header, rows), = tables(proc.stdout)
+    assert header[:3] == ["stage", "layout", "x-part alone ms"]
+    assert {r[1] for r in rows} == {"NCHW", "channels_last"} and len(rows) == 8
