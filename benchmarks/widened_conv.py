@@ -22,6 +22,30 @@ import statistics
 import time
 
 
+def _x_part(conv, x, h):
+    return conv._conv_forward(x, conv.weight[:, : x.shape[1]], None)
+
+
+def _cat(conv, x, h):
+    import torch
+
+    return conv(torch.cat([x, h], dim=1))
+
+
+def _two_convs(conv, x, h):
+    c = x.shape[1]
+    return conv._conv_forward(x, conv.weight[:, :c], None) + conv._conv_forward(h, conv.weight[:, c:], None)
+
+
+def _gemm_accumulate(conv, x, h):
+    from statelayers.models._resnet_base import conv_on_concat
+
+    return conv_on_concat(conv, x, h)
+
+
+WAYS = {"x": _x_part, "cat": _cat, "two": _two_convs, "gemm": _gemm_accumulate}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -34,19 +58,16 @@ def main(argv=None) -> int:
         args.batch_size, args.repeats = 1, 2
 
     import torch
-    import torch.nn.functional as F
-
-    from statelayers.models._resnet_base import conv_on_concat
 
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    def median_ms(fn) -> float:
-        fn()
+    def median_ms(fn, *fn_args) -> float:
+        fn(*fn_args)
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
-            fn()
+            fn(*fn_args)
             times.append(time.perf_counter() - t0)
         return statistics.median(times) * 1e3
 
@@ -62,15 +83,8 @@ def main(argv=None) -> int:
             conv = conv.to(memory_format=fmt)
             x = torch.randn(args.batch_size, c, size, size).contiguous(memory_format=fmt)
             h = torch.randn(args.batch_size, n, size, size).contiguous(memory_format=fmt)
-            w = conv.weight
             with torch.no_grad():
-                ways = {
-                    "x": lambda: F.conv2d(x, w[:, :c]),
-                    "cat": lambda: conv(torch.cat([x, h], dim=1)),
-                    "two": lambda: F.conv2d(x, w[:, :c]) + F.conv2d(h, w[:, c:]),
-                    "gemm": lambda: conv_on_concat(conv, x, h),
-                }
-                ms = {k: median_ms(f) for k, f in ways.items()}
+                ms = {k: median_ms(way, conv, x, h) for k, way in WAYS.items()}
             r = {k: ms[k] / ms["x"] for k in ms}
             print(f"| {stage} | {name} | {ms['x']:.2f} | {(c + n) / c:.3f} | {r['cat']:.3f} | {r['two']:.3f} "
                   f"| {r['gemm']:.3f} |")

@@ -453,7 +453,9 @@ def test_macs_that_s6la_adds_to_resnet50_in_closed_form(fmt):
     # FlopCounterMode does not count by itself: this test caught that
     n, planes, res = 32, (64, 128, 256, 512), (56, 28, 14, 7)
     blocks, updates = (3, 4, 6, 3), (3, 4, 6, 2)
-    widen = n * sum(planes[s] * (res[s - 1] if s and j == 0 else res[s]) ** 2 for s in range(4) for j in range(blocks[s]))
+    # a stage's first block runs conv1 at the previous stage's resolution (timm strides in conv2)
+    in_res = [[res[s - 1] if s and j == 0 else res[s] for j in range(blocks[s])] for s in range(4)]
+    widen = n * sum(planes[s] * r * r for s in range(4) for r in in_res[s])
     proj = n * sum(k * 4 * p * r * r for k, p, r in zip(updates, planes, res))
     select = sum(updates) * 2 * n * n
     s6la = timm.create_model("s6la_resnet50").to(memory_format=fmt)

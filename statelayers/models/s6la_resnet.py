@@ -129,7 +129,7 @@ class S6LAResNet(StatefulResNet):
         return self.conv_out[stage](out)
 
     # -- inference-time fold of the state projection -------------------------------------------
-    def reparameterize(self) -> "S6LAResNet":
+    def reparameterize(self) -> S6LAResNet:
         """Compute `u` from the Bottleneck's hidden tensor at inference (eval mode, no autograd).
 
         `u = conv_out(bn3(conv3(y)))` with an eval-mode BatchNorm is one 1×1 conv of `y`, whose
