@@ -51,16 +51,23 @@ def test_overhead_smallest(tmp_path):
                 "peak MiB infer / train"):
         assert col in header
     assert all(len(r) == len(header) for r in rows)
-    models = ["resnet50", "s6la_resnet50", "rla_resnet50", "mrla_resnet50", "deit_tiny_patch16_224",
-              "s6la_deit_tiny_patch16_224", "mrla_deit_tiny_patch16_224"]
+    models = ["resnet50", "s6la_resnet50", "s6la_resnet50+fold", "rla_resnet50", "mrla_resnet50",
+              "deit_tiny_patch16_224", "s6la_deit_tiny_patch16_224", "mrla_deit_tiny_patch16_224"]
     assert sorted((r[1], r[2]) for r in rows) == sorted((m, mode) for m in models
                                                         for mode in ("fp32", "channels_last+bf16"))
     for r in rows:  # the vanilla rows are the reference of their family
         if r[1] in ("resnet50", "deit_tiny_patch16_224"):
             assert r[header.index("MAC ratio")] == "1.000" and r[header.index("infer time ratio")] == "1"
-        assert float(r[header.index("infer img/s")]) > 0 and float(r[header.index("train img/s")]) > 0
+        assert float(r[header.index("infer img/s")]) > 0
+        if r[1].endswith("+fold"):  # inference only, with fewer MACs than the unfolded model
+            assert r[header.index("train img/s")] == "–" and r[header.index("train time ratio")] == "–"
+            plain = next(p for p in rows if p[1] == "s6la_resnet50" and p[2] == r[2])
+            assert float(r[header.index("GMACs")]) < float(plain[header.index("GMACs")])
+        else:
+            assert float(r[header.index("train img/s")]) > 0
     verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("- PASS", "- FAIL"))]
-    assert len(verdicts) == 4 and all("s6la_resnet50" in v for v in verdicts)
+    # per mode: inference and training of s6la_resnet50, inference of the folded model
+    assert len(verdicts) == 6 and all("s6la_resnet50" in v for v in verdicts)
     report = out.read_text()
     assert "command: `python benchmarks/overhead.py --smallest" in report and "CPU:" in report
     assert "torch" in report and "| s6la_resnet50 | fp32 |" in report
