@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..ssm import SelectiveParams, ssm_step, state_float
 from ._resnet_base import (
@@ -166,17 +167,11 @@ class S6LAResNet(StatefulResNet):
         cached = self._folds.get(id(block))
         if cached is not None and cached[0] == key:
             return cached[1]
-        scale = torch.rsqrt(bn3.running_var + bn3.eps)
-        if bn3.weight is not None:
-            scale = scale * bn3.weight
-        shift = -bn3.running_mean * scale
-        if bn3.bias is not None:
-            shift = shift + bn3.bias
-        if conv3.bias is not None:
-            shift = shift + conv3.bias * scale
+        # bn3(conv3(y)) = W·y + b with torch's conv-BN fusion; conv_out is linear on top of it
+        w3, b3 = fuse_conv_bn_weights(conv3.weight, conv3.bias, bn3.running_mean, bn3.running_var, bn3.eps,
+                                      bn3.weight, bn3.bias)
         w_out = proj.flatten(1)  # (N, C)
-        weight = (w_out * scale) @ conv3.weight.flatten(1)  # (N, P)
-        folded = (weight[:, :, None, None].contiguous(), w_out @ shift)
+        folded = ((w_out @ w3.flatten(1))[:, :, None, None].contiguous(), w_out @ b3)  # (N, P, 1, 1), (N,)
         if type(folded[0]) is torch.Tensor:  # not a FakeTensor of a shape-only pass (count_macs fake=True)
             self._folds[id(block)] = (key, folded)
         return folded
