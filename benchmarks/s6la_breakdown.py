@@ -9,10 +9,19 @@ Variants, each a `s6la_resnet50` with one method replaced (the weights are irrel
 * `full, reparameterize()` — the model after `reparameterize()`: `u` computed from each Bottleneck's hidden
   tensor through the folded `conv_out·bn3·conv3` (4× fewer projection MACs).
 
+Experiments (`--experiments`, added rows; each is the folded model with one change, to compare with the row
+above):
+
+* `folded, NCHW state` — the state kept in NCHW even when the model is channels_last (before the state followed
+  the model's layout; only differs with `--channels-last`);
+* `folded, compiled update` — the whole state update (summary, RMS, Δ, B, decay, input term) as one
+  `torch.compile`d function, i.e. fused element-wise kernels (needs a C++ compiler; the first call compiles).
+
 Interleaved rounds; in each round every model gets one settling call and one timed eval-mode forward under
 no_grad. Ratios are medians over rounds of (variant time / vanilla time in the same round).
 
     python benchmarks/s6la_breakdown.py --threads 1            # the figures in BENCHMARKS.md
+    python benchmarks/s6la_breakdown.py --threads 2 --channels-last --experiments --rounds 8
     python benchmarks/s6la_breakdown.py --smallest             # < 1 min: proves the script runs (CI)
 """
 
@@ -23,6 +32,29 @@ import statistics
 import time
 
 
+def compiled_update(model):
+    """`model.update_state` (selective blocks, u_norm="rms") as one torch.compile'd function."""
+    import torch
+    import torch.nn.functional as F
+
+    @torch.compile(dynamic=False)
+    def step(h, u, dt_weight, dt_bias, w_b, a):
+        z = u.mean(dim=(2, 3))
+        s = torch.rsqrt(u.square().sum(dim=(1, 2, 3)) / u[0].numel() + 1e-6)[:, None]
+        z = z * s
+        delta = F.softplus(z @ dt_weight.t() + dt_bias)
+        b = (z @ w_b.t()) * s
+        return torch.exp(delta * a)[:, :, None, None] * h + (delta * b)[:, :, None, None] * u
+
+    def update_state(h, u, stage, index, block):
+        if u is None:
+            return h
+        p = block.s6la
+        return step(h, u, p.dt_up.weight, p.dt_up.bias, p.wB.weight, p.A)
+
+    return update_state
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
@@ -30,6 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--experiments", action="store_true", help="add the experiment rows (see the docstring)")
     p.add_argument("--smallest", action="store_true", help="img 32, batch 2, 1 round")
     args = p.parse_args(argv)
     if args.smallest:
@@ -56,6 +89,12 @@ def main(argv=None) -> int:
     models = {"resnet50 (vanilla)": make("resnet50"), "widen only": widen, "+ conv_out": conv_out,
               "full s6la_resnet50": make("s6la_resnet50"),
               "full, reparameterize()": make("s6la_resnet50").reparameterize()}
+    if args.experiments:
+        nchw_state = make("s6la_resnet50").reparameterize()
+        nchw_state.initial_carry = nchw_state.initial_state
+        compiled = make("s6la_resnet50").reparameterize()
+        compiled.update_state = compiled_update(compiled)
+        models |= {"folded, NCHW state": nchw_state, "folded, compiled update": compiled}
 
     times = {k: [] for k in models}
     with torch.no_grad():

@@ -3,7 +3,9 @@
 For each ResNet-50 stage (input C = 256/512/1024/2048 channels, P = C/4 outputs, N = 32 state channels, batch 8,
 the stage's resolution at 224²), in NCHW and channels_last, under no_grad:
 
-* `x-part alone`: the 1×1 conv of `x` with the first C input slices of the weight (what vanilla ResNet-50 does);
+* `x-part alone`: the 1×1 conv of `x` with the first C input slices of the weight (a strided view), and the same
+  with a contiguous copy of those slices (what vanilla ResNet-50's own weight looks like): torch's CPU conv may
+  pick a different kernel for the two;
 * `cat`: one conv of `torch.cat([x, h])`;
 * `two convs`: the x-part plus a separate 1×1 conv of `h`, added;
 * `GEMM-accumulate`: `statelayers.models._resnet_base.conv_on_concat`, which adds `W_h·h` into the x-part's output
@@ -26,6 +28,10 @@ def _x_part(conv, x, h):
     return conv._conv_forward(x, conv.weight[:, : x.shape[1]], None)
 
 
+def _x_part_contiguous(conv, x, h):
+    return conv._conv_forward(x, conv.weight[:, : x.shape[1]].contiguous(), None)
+
+
 def _cat(conv, x, h):
     import torch
 
@@ -43,7 +49,7 @@ def _gemm_accumulate(conv, x, h):
     return conv_on_concat(conv, x, h)
 
 
-WAYS = {"x": _x_part, "cat": _cat, "two": _two_convs, "gemm": _gemm_accumulate}
+WAYS = {"x": _x_part, "x_contig": _x_part_contiguous, "cat": _cat, "two": _two_convs, "gemm": _gemm_accumulate}
 
 
 def main(argv=None) -> int:
@@ -74,8 +80,9 @@ def main(argv=None) -> int:
     n = 32
     print(f"# widened 1×1 conv: batch {args.batch_size}, N = {n}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} calls, no_grad\n")
-    print("| stage | layout | x-part alone ms | MAC ratio | cat | two convs | GEMM-accumulate |")
-    print("|---|---|---|---|---|---|---|")
+    print("| stage | layout | x-part alone ms | x-part, contiguous weight | MAC ratio | cat | two convs "
+          "| GEMM-accumulate |")
+    print("|---|---|---|---|---|---|---|---|")
     for stage, (c, size) in enumerate(((256, 56), (512, 28), (1024, 14), (2048, 7)), start=1):
         size = max(size // scale, 1)
         conv = torch.nn.Conv2d(c + n, c // 4, 1, bias=False)
@@ -86,8 +93,8 @@ def main(argv=None) -> int:
             with torch.no_grad():
                 ms = {k: median_ms(way, conv, x, h) for k, way in WAYS.items()}
             r = {k: ms[k] / ms["x"] for k in ms}
-            print(f"| {stage} | {name} | {ms['x']:.2f} | {(c + n) / c:.3f} | {r['cat']:.3f} | {r['two']:.3f} "
-                  f"| {r['gemm']:.3f} |")
+            print(f"| {stage} | {name} | {ms['x']:.2f} | {r['x_contig']:.3f} | {(c + n) / c:.3f} | {r['cat']:.3f} "
+                  f"| {r['two']:.3f} | {r['gemm']:.3f} |")
     return 0
 
 
