@@ -65,7 +65,7 @@ def test_overhead_smallest(tmp_path):
             assert float(r[header.index("GMACs")]) < float(plain[header.index("GMACs")])
         else:
             assert float(r[header.index("train img/s")]) > 0
-    verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("- PASS", "- FAIL"))]
+    verdicts = [line for line in proc.stdout.splitlines() if line.startswith(("- PASS", "- FAIL", "- UNDECIDED"))]
     # per mode: inference and training of s6la_resnet50, inference of the folded model
     assert len(verdicts) == 6 and all("s6la_resnet50" in v for v in verdicts)
     report = out.read_text()
@@ -143,3 +143,31 @@ def test_widened_conv_smallest():
     (header, rows), = tables(proc.stdout)
     assert header[:3] == ["stage", "layout", "x-part alone ms"]
     assert {r[1] for r in rows} == {"NCHW", "channels_last"} and len(rows) == 8
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), BENCH / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_overhead_median_ci_and_verdict():
+    oh = load_script("overhead.py")
+    # n = 10: P(Bin(10, 1/2) <= 1) = 11/1024, so (x_(2), x_(9)) covers 1 - 22/1024; k = 3 would cover only
+    # 1 - 2*56/1024 = 0.891 < 0.9
+    lo, hi, cov = oh.median_ci([float(v) for v in (9, 3, 7, 1, 5, 10, 2, 8, 4, 6)])
+    assert (lo, hi) == (2.0, 9.0) and cov == pytest.approx(1 - 22 / 1024)
+    # n = 20: P(Bin(20, 1/2) <= 5) = 21700/2**20 -> (x_(6), x_(15)); k = 7 covers 0.885
+    lo, hi, cov = oh.median_ci([float(v) for v in range(20, 0, -1)])
+    assert (lo, hi) == (6.0, 15.0) and cov == pytest.approx(1 - 2 * 21700 / 2**20)
+    # too few values for 90 %: min and max, with the coverage they have (1 - 2/16 for n = 4)
+    assert oh.median_ci([4.0, 1.0, 3.0, 2.0]) == (1.0, 4.0, pytest.approx(0.875))
+    assert oh.median_ci([1.5]) == (1.5, 1.5, 0.0)
+    times = {("a", "fp32"): {"infer": [1.0] * 5}, ("v", "fp32"): {"infer": [1.0, 1.0, 1.0, 1.0, 1.0]}}
+    for ratios, target, label in (([1.01, 1.02, 1.03, 1.04, 1.05], 1.057, "PASS"),
+                                  ([1.06, 1.07, 1.08, 1.09, 1.10], 1.057, "FAIL"),
+                                  ([1.03, 1.05, 1.06, 1.07, 1.09], 1.057, "UNDECIDED")):
+        times["a", "fp32"]["infer"] = ratios
+        stats = oh.ratio_stats(times, "a", "v", "fp32", "infer")
+        assert stats["median"] == pytest.approx(ratios[2]) and oh.verdict(stats, target) == label
