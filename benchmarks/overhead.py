@@ -23,7 +23,10 @@ the median over rounds of (time of the model / time of the family's vanilla mode
 with the range of the per-round ratios beside it. `time ratio` > 1 is slower than vanilla: 1.06 = +6 %.
 
 **MACs** (`statelayers.profile.count_macs`, batch 1, at `--img-size`) do not depend on the mode; `MAC ratio`
-is the model's MACs over the vanilla model's.
+is the model's MACs over the vanilla model's. `bytes ratio` is the same for the bytes one fp32 inference forward of
+a `--batch-size` batch reads and writes, op by op, as if nothing stayed in cache (`statelayers.profile.count_bytes`):
+a model that adds element-wise ops and narrow convs adds more traffic than MACs, and on a machine where the backbone
+is partly bandwidth-bound its time ratio lies above its MAC ratio.
 
 **Peak memory**: torch has no allocator statistics on CPU, so this is the growth of the process's peak resident
 set size (Linux VmHWM, reset by writing 5 to /proc/self/clear_refs; ru_maxrss where that is impossible) over its
@@ -151,6 +154,11 @@ def machine_lines(args, threads: int) -> list[str]:
         f"load average {os.getloadavg()[0]:.2f} at the end",
         f"- threads: {threads}; torch {torch.__version__}, timm {timm.__version__}, Python {platform.python_version()}",
     ]
+
+
+def inference_only(name: str) -> bool:
+    """Folded models have no training step (their training is the unfolded model's)."""
+    return name.endswith(FOLD)
 
 
 def build(name: str, img_size: int, channels_last: bool):
@@ -305,8 +313,8 @@ def memory_table(args, names: list[str], threads: int) -> dict:
     results = {}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     for name in names:
-        if name.endswith(FOLD):
-            continue  # inference only: its training memory is the unfolded model's
+        if inference_only(name):
+            continue
         for mode in args.modes:
             spec = dict(model=name, mode=mode, img_size=args.img_size, batch_size=args.batch_size, threads=threads)
             if args.memory == "in-process":
@@ -350,7 +358,7 @@ def run_rounds(args, benches: dict, families: dict) -> dict:
             for fam in families.values():
                 for phase in ("infer", "train"):  # one phase of the whole family at a time: see the docstring
                     for name in rotate(fam, r):
-                        if phase == "train" and name.endswith(FOLD):
+                        if phase == "train" and inference_only(name):
                             continue
                         b = benches[name, cl]
                         t = settled_time(args, b.infer if phase == "infer" else b.train_step, bf16)
@@ -402,15 +410,16 @@ def fmt_ci(stats: dict) -> str:
     return f"{stats['median']:.3f} ({stats['coverage']:.0%} CI {lo:.3f}–{hi:.3f})"
 
 
-def report(args, families, times, macs, params, memory, threads) -> tuple[list[str], list[tuple[str, str]]]:
-    header = ["family", "model", "mode", "params (M)", "GMACs", "MAC ratio", "infer img/s", "infer time ratio",
+def report(args, families, times, macs, moved, params, memory, threads) -> tuple[list[str], list[tuple[str, str]]]:
+    header = ["family", "model", "mode", "params (M)", "GMACs", "MAC ratio", "bytes ratio", "infer img/s",
+              "infer time ratio",
               "train img/s", "train time ratio", "peak MiB infer / train", "train mem ratio"]
     rows, verdicts = [], []
     for fam_name, fam in families.items():
         ref = fam[0]
         for mode in args.modes:
             for name in fam:
-                infer_only = name.endswith(FOLD)
+                infer_only = inference_only(name)
                 ti = statistics.median(times[name, mode]["infer"])
                 tt = None if infer_only else statistics.median(times[name, mode]["train"])
                 ri = ratio_stats(times, name, ref, mode, "infer")
@@ -422,7 +431,8 @@ def report(args, families, times, macs, params, memory, threads) -> tuple[list[s
                          and ref_mem["train_peak"] > 0 else "–")
                 mac_ratio = macs[name] / macs[ref]
                 rows.append([fam_name, name, mode, f"{params[name] / 1e6:.3f}", f"{macs[name] / 1e9:.3f}",
-                             f"{mac_ratio:.3f}", f"{args.batch_size / ti:.2f}", fmt_ratio(ri, name, ref),
+                             f"{mac_ratio:.3f}", f"{moved[name] / moved[ref]:.3f}", f"{args.batch_size / ti:.2f}",
+                             fmt_ratio(ri, name, ref),
                              "–" if infer_only else f"{args.batch_size / tt:.2f}",
                              "–" if infer_only else fmt_ratio(rt, name, ref), mem_s, mem_r])
                 if name == TARGET_MODEL + FOLD and TARGET_MODEL in macs:
@@ -510,7 +520,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from statelayers.profile import count_macs, count_params
+    from statelayers.profile import count_bytes, count_macs, count_params
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -530,14 +540,15 @@ def main(argv=None) -> int:
     load0 = os.getloadavg()[0]
     memory = memory_table(args, names, threads) if args.memory != "off" else {}
     benches = build_benches(args, names)
-    macs, params = {}, {}
+    macs, moved, params = {}, {}, {}
     for name in names:
         m = build(name, args.img_size, False)
         macs[name] = count_macs(m, (3, args.img_size, args.img_size), fake=True)
+        moved[name] = count_bytes(m, (3, args.img_size, args.img_size), batch_size=args.batch_size)
         params[name] = count_params(m)
         del m
     times = run_rounds(args, benches, families)
-    table, verdicts = report(args, families, times, macs, params, memory, threads)
+    table, verdicts = report(args, families, times, macs, moved, params, memory, threads)
     elapsed = time.perf_counter() - t0
 
     lines = [f"# Cost of aggregation: batch {args.batch_size}, {args.img_size}², {args.rounds} rounds after "
@@ -548,7 +559,8 @@ def main(argv=None) -> int:
         "- img/s: batch / median time of one call over rounds (inference: eval + no_grad; train: fwd + bwd + SGD "
         "step); time ratio: median over rounds of (model time / vanilla time, same round and mode) [min–max]; "
         "> 1 is slower",
-        f"- GMACs: statelayers.profile.count_macs at batch 1, {args.img_size}²; peak MiB: growth of peak RSS "
+        f"- GMACs: statelayers.profile.count_macs at batch 1, {args.img_size}²; bytes ratio: "
+        f"statelayers.profile.count_bytes (fp32 inference, batch {args.batch_size}); peak MiB: growth of peak RSS "
         + ("(in this process)" if args.memory == "in-process" else "(a fresh process per model and mode)"
            if args.memory == "subprocess" else "(not measured)")
         + " over the built model and input: first inference call / first two training steps",

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 __all__ = [
     "PAPER_TABLES",
@@ -31,6 +33,7 @@ __all__ = [
     "ComparisonRow",
     "count_params",
     "count_macs",
+    "count_bytes",
     "paper_table",
     "measure",
     "compare_to_paper",
@@ -129,6 +132,87 @@ def count_macs(model: nn.Module, input_size: Sequence[int], fake: bool = False) 
     finally:
         model.train(was_training)
     return flops // 2
+
+
+def _distinct_bytes(t: torch.Tensor) -> int:
+    """Bytes of the distinct elements of `t`: a broadcast (stride-0) dim is read once."""
+    n = 1
+    for size, stride in zip(t.shape, t.stride()):
+        if stride != 0:
+            n *= size
+    return n * t.element_size()
+
+
+_WRITE_ONLY_SELF = {"copy_", "fill_", "zero_"}  # in-place ops that overwrite `self` without reading it
+
+
+class _ByteCounter(TorchDispatchMode):
+    """Sums, over the aten ops of a forward, the bytes each op reads and writes (see count_bytes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        name = func.overloadpacket.__name__
+        if name.startswith("empty") or any(r.alias_info is not None and not r.alias_info.is_write
+                                           for r in schema.returns):
+            return out  # an allocation or a view: nothing is read or written
+        results = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+        if not results and not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments):
+            return out  # metadata (a fake tensor's `device`, sizes): no tensor data is touched
+        moved = 0
+        for i, arg in enumerate(schema.arguments):
+            value = args[i] if i < len(args) else kwargs.get(arg.name)
+            writes = arg.alias_info is not None and arg.alias_info.is_write
+            if writes and (arg.kwarg_only or name in _WRITE_ONLY_SELF):
+                continue  # `out=` and overwritten destinations are counted with the outputs
+            moved += sum(_distinct_bytes(t) for t in tree_flatten(value)[0] if isinstance(t, torch.Tensor))
+        moved += sum(_distinct_bytes(t) for t in results)
+        self.total += moved
+        return out
+
+
+def count_bytes(model: nn.Module, input_size: Sequence[int], batch_size: int = 1, fake: bool = True) -> int:
+    """Bytes read and written by one eval-mode, grad-free forward pass of a batch, op by op.
+
+    A memory-traffic model to put beside :func:`count_macs`: every aten op reads all its tensor
+    arguments (weights included, at every call) and writes its outputs, as if nothing stayed in
+    cache between ops. In-place ops read and write their target; ``out=`` arguments and the
+    destination of ``copy_``/``fill_``/``zero_`` are only written; views and allocations move
+    nothing; a broadcast tensor counts its distinct elements once. Where a model's time ratio to
+    another lies above its MAC ratio, a bytes ratio between the two says that the extra work is
+    memory traffic (element-wise ops, narrow convs), which runs below the machine's GEMM speed.
+    ``fake`` and the input are as in :func:`count_macs`, with ``batch_size`` samples (the weights
+    are read once per call, so the ratio between two models depends on the batch).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    shape = (batch_size, *_as_input_shape(input_size)[1:])
+    was_training = model.training
+    model.eval()
+
+    def run() -> int:
+        x = torch.zeros(shape)  # made outside the counter: writing the input is not the model's traffic
+        with torch.no_grad(), _ByteCounter() as counter:
+            model(x)
+        return counter.total
+
+    try:
+        if not fake:
+            return run()
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        try:
+            with FakeTensorMode(allow_non_fake_inputs=True):
+                return run()
+        except Exception:
+            return run()
+    finally:
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------

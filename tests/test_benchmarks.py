@@ -47,7 +47,7 @@ def test_overhead_smallest(tmp_path):
     check_ok(proc)
     (header, rows), = tables(proc.stdout)
     assert header[:3] == ["family", "model", "mode"]
-    for col in ("MAC ratio", "infer img/s", "infer time ratio", "train img/s", "train time ratio",
+    for col in ("MAC ratio", "bytes ratio", "infer img/s", "infer time ratio", "train img/s", "train time ratio",
                 "peak MiB infer / train"):
         assert col in header
     assert all(len(r) == len(header) for r in rows)
@@ -58,6 +58,9 @@ def test_overhead_smallest(tmp_path):
     for r in rows:  # the vanilla rows are the reference of their family
         if r[1] in ("resnet50", "deit_tiny_patch16_224"):
             assert r[header.index("MAC ratio")] == "1.000" and r[header.index("infer time ratio")] == "1"
+            assert r[header.index("bytes ratio")] == "1.000"
+        elif r[1].startswith("s6la_resnet50"):  # S6LA adds more traffic than MACs (element-wise state update)
+            assert float(r[header.index("bytes ratio")]) > float(r[header.index("MAC ratio")])
         assert float(r[header.index("infer img/s")]) > 0
         if r[1].endswith("+fold"):  # inference only, with fewer MACs than the unfolded model
             assert r[header.index("train img/s")] == "–" and r[header.index("train time ratio")] == "–"

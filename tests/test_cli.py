@@ -8,11 +8,12 @@ import sys
 
 import pytest
 import timm
+import torch
 import torch.nn as nn
 
 import statelayers  # noqa: F401  (registers the models)
 from statelayers.cli import main
-from statelayers.profile import PAPER_TABLES, count_macs, count_params, paper_table
+from statelayers.profile import PAPER_TABLES, count_bytes, count_macs, count_params, paper_table
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -67,6 +68,49 @@ def test_count_macs_closed_form(fake):
     assert count_macs(seq, (2, 5, 5), fake=fake) == 4 * 5 * 5 * 2
     assert seq.training  # mode restored
     assert count_params(seq) == 2 * 4 + 2 * 4
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn, *params):
+        super().__init__()
+        self.fn, self.p = fn, nn.ParameterList(params)
+
+    def forward(self, x):
+        return self.fn(x, *self.p)
+
+
+@pytest.mark.parametrize("fake", [False, True])
+def test_count_bytes_closed_form(fake):
+    f = 4  # float32
+    # a conv reads its input and weight and writes its output (bias: C_out more read)
+    conv = nn.Conv2d(3, 8, kernel_size=3, bias=True)  # 17x17 -> 15x15
+    assert count_bytes(conv, (3, 17, 17), batch_size=2, fake=fake) == f * (2 * 3 * 17 * 17 + 8 * 3 * 9 + 8
+                                                                           + 2 * 8 * 15 * 15)
+    n = 2 * 4 * 5 * 5  # elements of the (2, 4, 5, 5) input
+    # in place: the target is read and written
+    assert count_bytes(_Lambda(lambda x: x.relu_()), (4, 5, 5), batch_size=2, fake=fake) == f * 2 * n
+    # views and allocations move nothing; copy_ reads the source and writes the destination only
+    assert count_bytes(_Lambda(lambda x: x.view(2, -1).t()), (4, 5, 5), batch_size=2, fake=fake) == 0
+    assert count_bytes(_Lambda(lambda x: torch.empty_like(x).copy_(x)), (4, 5, 5), 2, fake=fake) == f * 2 * n
+    # out=: written, not read; both operands read (here the same tensor twice)
+    assert count_bytes(_Lambda(lambda x: torch.add(x, x, out=torch.empty_like(x))), (4, 5, 5), 2,
+                       fake=fake) == f * 3 * n
+    # a broadcast operand counts its distinct elements: (4, 1, 1) scale, and (4,) expanded to (2, 4, 5, 5)
+    scale = nn.Parameter(torch.ones(4, 1, 1))
+    assert count_bytes(_Lambda(lambda x, w: x * w, scale), (4, 5, 5), 2, fake=fake) == f * (2 * n + 4)
+    shift = nn.Parameter(torch.ones(4))
+    assert count_bytes(_Lambda(lambda x, w: x + w[:, None, None].expand(2, 4, 5, 5), shift), (4, 5, 5), 2,
+                       fake=fake) == f * (2 * n + 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        count_bytes(conv, (3, 17, 17), batch_size=0)
+
+
+def test_count_bytes_s6la_fold_moves_less():
+    plain = timm.create_model("s6la_resnet50", num_classes=10)
+    folded = timm.create_model("s6la_resnet50", num_classes=10).reparameterize()
+    vanilla = timm.create_model("resnet50", num_classes=10)
+    b_van, b_plain, b_fold = (count_bytes(m, (3, 64, 64), batch_size=2) for m in (vanilla, plain, folded))
+    assert b_van < b_fold < b_plain
 
 
 # --- statelayers profile ------------------------------------------------------------------------
