@@ -50,7 +50,7 @@ default run. On a 2-core AVX2 machine busy with other jobs (1 thread, 2026-11-24
 224², batch 8, took 3.3 s in fp32 and 57 s under channels_last+bf16 (inference 1.0 s / 7.6 s; DeiT-Ti 0.9 s /
 12 s), which puts the default (2 warm-up + 10 timed rounds, 4 modes, memory subprocesses) at several hours there.
 `--modes fp32 channels_last --warmup 1` (both families, memory subprocesses) took 12 min with 2 threads on that
-machine, and `--families resnet --modes bf16 --rounds 2 --warmup 0 --memory off` about 10 min.
+machine, and `--families resnet --modes bf16 --rounds 2 --warmup 0 --memory off` 11 min.
 
     python benchmarks/overhead.py                                   # the full comparison (see BENCHMARKS.md)
     python benchmarks/overhead.py --smallest                        # < 1 min: proves the script runs (CI)
