@@ -13,6 +13,8 @@ Conventions
   bias adds, BatchNorm, activations, pooling and element-wise ops (e.g. the S6 state update
   ``exp(ΔA)·h + ΔB·u``) are free, which is why these totals sit a little below fvcore's or
   thop's (design note s6la.md §6).
+* **Bytes** (:func:`count_bytes`): the memory traffic of one grad-free forward, op by op, which
+  is what the ops that MACs leave out cost (BENCHMARKS.md, "Cost of aggregation").
 """
 
 from __future__ import annotations
@@ -183,9 +185,10 @@ def count_bytes(model: nn.Module, input_size: Sequence[int], batch_size: int = 1
     arguments (weights included, at every call) and writes its outputs, as if nothing stayed in
     cache between ops. In-place ops read and write their target; ``out=`` arguments and the
     destination of ``copy_``/``fill_``/``zero_`` are only written; views and allocations move
-    nothing; a broadcast tensor counts its distinct elements once. Where a model's time ratio to
-    another lies above its MAC ratio, a bytes ratio between the two says that the extra work is
-    memory traffic (element-wise ops, narrow convs), which runs below the machine's GEMM speed.
+    nothing; a broadcast tensor counts its distinct elements once. When a model costs more time
+    than its MAC ratio to another model predicts, a higher bytes ratio points at the reason: the
+    added work is memory traffic (element-wise ops, narrow convs), which runs below the machine's
+    GEMM speed. It is an upper reference, not a time prediction: caches and streaming help.
     ``fake`` and the input are as in :func:`count_macs`, with ``batch_size`` samples (the weights
     are read once per call, so the ratio between two models depends on the batch).
     """
