@@ -379,7 +379,10 @@ def median_ci(values: list[float], level: float = 0.9) -> tuple[float, float, fl
     with too few values for that (n < 5 at 90 %), it is (min, max) with the coverage it has."""
     xs = sorted(values)
     n = len(xs)
-    coverage = lambda k: 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n  # noqa: E731
+
+    def coverage(k: int) -> float:
+        return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
     k = 1
     while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
         k += 1

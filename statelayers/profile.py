@@ -98,12 +98,18 @@ def _total_flops(model: nn.Module, shape: tuple[int, ...], fake: bool) -> int:
             model(torch.zeros(shape))
         return counter.get_total_flops()
 
+    return _maybe_fake(run, fake)
+
+
+def _maybe_fake(run, fake: bool):
+    """`run()`, on fake tensors when `fake`.
+
+    Shapes are all the counters need, so the forward can run on fake tensors (no arithmetic is
+    done; 2-4x faster on CPU for the ResNets). Tensors keep their device type, unlike "meta",
+    so code such as `torch.autocast(device_type=x.device.type)` still runs. A model whose
+    forward depends on values (`.item()`, data-dependent shapes) falls back to a real forward."""
     if not fake:
         return run()
-    # Shapes are all the counter needs, so run the forward on fake tensors (no arithmetic is
-    # done; 2-4x faster on CPU for the ResNets). Tensors keep their device type, unlike "meta",
-    # so code such as `torch.autocast(device_type=x.device.type)` still runs. A model whose
-    # forward depends on values (`.item()`, data-dependent shapes) falls back to a real forward.
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     try:
@@ -205,15 +211,7 @@ def count_bytes(model: nn.Module, input_size: Sequence[int], batch_size: int = 1
         return counter.total
 
     try:
-        if not fake:
-            return run()
-        from torch._subclasses.fake_tensor import FakeTensorMode
-
-        try:
-            with FakeTensorMode(allow_non_fake_inputs=True):
-                return run()
-        except Exception:
-            return run()
+        return _maybe_fake(run, fake)
     finally:
         model.train(was_training)
 
