@@ -548,7 +548,7 @@ def main(argv=None) -> int:
     for name in names:
         m = build(name, args.img_size, False)
         macs[name] = count_macs(m, (3, args.img_size, args.img_size), fake=True)
-        moved[name] = count_bytes(m, (3, args.img_size, args.img_size), batch_size=args.batch_size)
+        moved[name] = count_bytes(m, (3, args.img_size, args.img_size), batch_size=args.batch_size, fake=True)
         params[name] = count_params(m)
         del m
     times = run_rounds(args, benches, families)

@@ -184,7 +184,7 @@ class _ByteCounter(TorchDispatchMode):
         return out
 
 
-def count_bytes(model: nn.Module, input_size: Sequence[int], batch_size: int = 1, fake: bool = True) -> int:
+def count_bytes(model: nn.Module, input_size: Sequence[int], batch_size: int = 1, fake: bool = False) -> int:
     """Bytes read and written by one eval-mode, grad-free forward pass of a batch, op by op.
 
     A memory-traffic model to put beside :func:`count_macs`: every aten op reads all its tensor
