@@ -15,11 +15,14 @@ Conventions
   thop's (design note s6la.md §6).
 * **Bytes** (:func:`count_bytes`): the memory traffic of one grad-free forward, op by op, which
   is what the ops that MACs leave out cost (BENCHMARKS.md, "Cost of aggregation").
+* **Dispatched ops** (:func:`count_step_ops`): the ops one training step dispatches, forward and
+  backward, which is what a GPU pays host time for (BENCHMARKS.md, "S6LA at GPU speed").
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -36,6 +39,7 @@ __all__ = [
     "count_params",
     "count_macs",
     "count_bytes",
+    "count_step_ops",
     "paper_table",
     "measure",
     "compare_to_paper",
@@ -214,6 +218,40 @@ def count_bytes(model: nn.Module, input_size: Sequence[int], batch_size: int = 1
         return _maybe_fake(run, fake)
     finally:
         model.train(was_training)
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the ops dispatched below autograd, by name. Ops that an op runs internally (a custom op's own
+    kernels) are not seen: the mode is off while it handles an op."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step_ops(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = torch.bfloat16) -> Counter[str]:
+    """Ops dispatched by one training step's forward and backward (autocast to `dtype`; None for none), by op.
+
+    On a GPU every eager op costs host time (a few µs of dispatch and launch) whatever its size, so for small and
+    medium batches this count, not the MACs, sets the step time of a model made of many small ops. The counted
+    step is the second: the first creates the parameters' `.grad` tensors, after which every step also adds into
+    them (one op per parameter), as an optimizer's steps do. The model is left in train mode with gradients set.
+    """
+    model.train()
+
+    def step():
+        with torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = model(x).float().mean()
+        loss.backward()
+
+    step()
+    with _OpCounter() as counter:
+        step()
+    return counter.ops
 
 
 # ---------------------------------------------------------------------------------------------

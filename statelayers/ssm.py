@@ -25,7 +25,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step", "state_float"]
+__all__ = [
+    "s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step", "state_float",
+    "conv_state_update", "token_state_update",
+]
 
 
 def state_float(t: torch.Tensor) -> torch.Tensor:
@@ -52,10 +55,11 @@ def mamba_dt_bias(
 
 
 class StepTerms(NamedTuple):
-    """The new state and its decayed part, kept for diagnostics and ablations (no extra compute)."""
+    """The new state, its decayed part and the step size, kept for diagnostics and ablations (no extra compute)."""
 
     h: torch.Tensor
     decay: torch.Tensor  # exp(ΔA) ⊙ h_prev
+    delta: torch.Tensor  # Δ, as broadcast against the state
 
     @property
     def inject(self) -> torch.Tensor:
@@ -73,7 +77,7 @@ def ssm_step(h: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, b: torch.Ten
     with torch.autocast(device_type=h.device.type, enabled=False):
         delta = state_float(delta)
         decay = torch.exp(delta * state_float(A)) * state_float(h)
-        return StepTerms(torch.addcmul(decay, delta * state_float(b), state_float(u)), decay)
+        return StepTerms(torch.addcmul(decay, delta * state_float(b), state_float(u)), decay, delta)
 
 
 class SelectiveParams(nn.Module):
@@ -153,7 +157,48 @@ class SelectiveParams(nn.Module):
             # repeat, not expand: a view of a parameter made under no_grad claims requires_grad without a
             # grad_fn, which breaks tools that hook module outputs (FlopCounterMode's module tracker)
             return delta, state_float(self.B).repeat(z.shape[0], 1)
-        x = z if self.dt_down is None else self.dt_down(z)
+        # in state precision also under autocast: these are (batch, d_in) matrix-vector products, whose cost
+        # is nothing next to the precision of Δ, which sets the decay exp(ΔA) (the fused kernels do the same)
         with torch.autocast(device_type=z.device.type, enabled=False):
-            delta = F.softplus(self.dt_up(state_float(x)))
-        return delta, state_float(self.wB(z))
+            z = state_float(z)
+            x = z if self.dt_down is None else F.linear(z, state_float(self.dt_down.weight))
+            delta = F.softplus(F.linear(x, state_float(self.dt_up.weight), state_float(self.dt_up.bias)))
+            return delta, F.linear(z, state_float(self.wB.weight))
+
+
+# -- the two S6LA updates: the readable reference of the fused kernels in `kernels/s6la_ops.py` ------------------
+
+
+def conv_state_update(step: SelectiveParams, h: torch.Tensor, u: torch.Tensor, rms: bool = True) -> StepTerms:
+    """S6LA's update of a spatial state `h` (B, N, H, W) from `u` (B, N, H, W), a projection of a block's output.
+
+        s  = 1 / RMS(u) per sample over (N, H, W)   (rms=True; else s = 1)
+        z  = s · mean_{H,W}(u)                     the summary that Δ and B are computed from
+        Δ, B = step(z)
+        h' = exp(ΔA) ⊙ h + (Δ · s·B) ⊙ u           i.e. u enters normalised, u_n = s·u
+
+    `s` is folded into the (batch, N) coefficients instead of materialising `u_n` (one pass over `u` fewer).
+    """
+    u = state_float(u)
+    z = u.mean(dim=(2, 3))
+    if rms:
+        s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / u[0].numel() + 1e-6)[:, None]
+        z = z * s
+    delta, b = step(z)
+    if rms:
+        b = b * s
+    return ssm_step(h, delta[:, :, None, None], step.A[:, None, None], b[:, :, None, None], u)
+
+
+def token_state_update(step: SelectiveParams, h: torch.Tensor, c: torch.Tensor, rms: bool = True) -> StepTerms:
+    """S6LA's update of a token-model state `h` (B, D, N) from a summary token `c` (B, D).
+
+        u  = c / RMS(c) per sample over D            (rms=True; else u = c)
+        Δ, B = step(u)                               Δ ∈ (B, D), B ∈ (B, N)
+        h' = exp(Δ ⊗ A) ⊙ h + (Δ ⊙ u) ⊗ B            A ∈ (D, N)
+    """
+    u = state_float(c)
+    if rms:
+        u = u * torch.rsqrt(u.square().mean(dim=-1, keepdim=True) + 1e-6)
+    delta, b = step(u)
+    return ssm_step(h, delta[:, :, None], step.A, b[:, None, :], u[:, :, None])

@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# The fused S6LA kernels (statelayers/kernels) are Triton kernels; tests run them on CPU tensors in Triton's
+# interpreter, which must be chosen before the kernels are first defined (they are imported on first use).
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def one_thread_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

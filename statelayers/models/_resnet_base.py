@@ -30,6 +30,8 @@ __all__ = [
     "residual_branch",
     "last_conv_norm",
     "block_shortcut",
+    "block_output",
+    "follow_resolution",
     "check_image_input",
     "to_small_image_stem",
     "StagedResNet",
@@ -164,6 +166,26 @@ def block_shortcut(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def block_act(block: nn.Module) -> nn.Module:
     return block.act3 if isinstance(block, Bottleneck) else block.act2
+
+
+def block_output(block: nn.Module, x: torch.Tensor, out: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
+    """`act(out + shortcut(x))`, the block's output from its residual-branch output `out`."""
+    shortcut = block_shortcut(block, x)
+    if u is None or not torch.is_grad_enabled():
+        out += shortcut  # as timm's blocks do; with autograd on, `out` is saved by the projection u
+    else:
+        out = out + shortcut
+    return block_act(block)(out)
+
+
+def follow_resolution(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The state average-pooled to the features' resolution where a block halved it."""
+    if h.shape[-2:] != x.shape[-2:]:
+        # ceil mode so that odd sizes follow the strided conv (57 -> 29)
+        h = F.avg_pool2d(h, 2, 2, ceil_mode=True, count_include_pad=False)
+        if h.shape[-2:] != x.shape[-2:]:
+            raise RuntimeError(f"state {tuple(h.shape)} cannot follow features {tuple(x.shape)}")
+    return h
 
 
 def check_image_input(x: Any, in_chans: int, min_size: int, name: str) -> None:
@@ -334,18 +356,8 @@ class StatefulResNet(StagedResNet):
     def block_step(self, block, x, h, stage: int, index: int):
         out, hidden = residual_branch(block, x, h, return_hidden=True)
         u = self.state_input(out, stage, block, hidden)
-        shortcut = block_shortcut(block, x)
-        if u is None or not torch.is_grad_enabled():
-            out += shortcut  # as timm's blocks do; with autograd on, `out` is saved by the projection u
-        else:
-            out = out + shortcut
-        x = block_act(block)(out)
-        if h.shape[-2:] != x.shape[-2:]:
-            # ceil mode so that odd sizes follow the strided conv (57 -> 29)
-            h = F.avg_pool2d(h, 2, 2, ceil_mode=True, count_include_pad=False)
-            if h.shape[-2:] != x.shape[-2:]:
-                raise RuntimeError(f"state {tuple(h.shape)} cannot follow features {tuple(x.shape)}")
-        h = self.update_state(h, u, stage, index, block)
+        x = block_output(block, x, out, u)
+        h = self.update_state(follow_resolution(h, x), u, stage, index, block)
         return x, h
 
     def initial_carry(self, x: torch.Tensor) -> torch.Tensor:

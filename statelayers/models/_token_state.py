@@ -23,7 +23,9 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from ..ssm import SelectiveParams, ssm_step, state_float
+from ..kernels import fused_path
+from ..kernels.s6la_ops import compute_dtype, token_read, token_update
+from ..ssm import SelectiveParams, token_state_update
 
 __all__ = ["TokenStateUnit", "TOKEN_DT_RANGE", "record_state_terms", "zero_readouts"]
 
@@ -83,23 +85,37 @@ class TokenStateUnit(nn.Module):
         self.record: list | None = None  # diagnostics: per-update RMS of both terms and mean Δ
         self.ablation: str | None = None  # diagnostics only: "inject" drops the input term
 
+    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor, n_prefix: int = 0):
+        """One S6LA step: the state (B, D, N) updated from the summary token c (B, D), then read by the tokens
+        (B, L, D) after the first `n_prefix` (class, distillation, register tokens pass unchanged).
+        Returns (tokens, h).
+
+        On the fused path (kernels/__init__.py) the update is one op that also writes the state's copy in the
+        tokens' dtype, and the read-out ("mul") another: the same function as `update` and `read`."""
+        if self.record is None and fused_path(c):
+            h, h_c = token_update(self.ssm, h, c, self.c_norm == "rms", self.ablation == "inject",
+                                  compute_dtype(tokens))
+            if self.fuse == "mul":
+                return token_read(tokens, h_c, self.wC.weight, n_prefix), h
+        else:
+            h = self.update(h, c)
+        if not n_prefix:
+            return self.read(tokens, h), h
+        return torch.cat([tokens[:, :n_prefix], self.read(tokens[:, n_prefix:], h)], dim=1), h
+
     def update(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """The new state from the old one (B, D, N) and the summary token c (B, D)."""
-        u = state_float(c)
-        if self.c_norm == "rms":
-            u = u * torch.rsqrt(u.square().mean(dim=-1, keepdim=True) + 1e-6)
-        delta, b = self.ssm(u)  # from c̃, as the ResNets take Δ and B from the normalised u
-        terms = ssm_step(h, delta[:, :, None], self.ssm.A, b[:, None, :], u[:, :, None])
+        """The new state from the old one (B, D, N) and the summary token c (B, D) (the torch reference)."""
+        terms = token_state_update(self.ssm, h, c, rms=self.c_norm == "rms")
         if self.record is not None:
             self.record.append(dict(
                 rms_decay=terms.decay.detach().square().mean().sqrt().item(),
                 rms_inject=terms.inject.detach().square().mean().sqrt().item(),
-                delta_mean=delta.detach().mean().item(),
+                delta_mean=terms.delta.detach().mean().item(),
             ))
         return terms.decay if self.ablation == "inject" else terms.h
 
     def read(self, tokens: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """Tokens (B, L, D) after reading the state (B, D, N)."""
+        """Tokens (B, L, D) after reading the state (B, D, N) (the torch reference)."""
         h = h.to(tokens.dtype)
         if self.fuse == "mul":
             return tokens + torch.bmm(self.wC(tokens), h.transpose(1, 2))

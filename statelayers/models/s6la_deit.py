@@ -285,11 +285,7 @@ class S6LAVisionTransformer(BlockLoopViT):
         x = self._call_block(block, x, **kw)
         npt = self.num_prefix_tokens
         c = x[:, 0] if self.summary == "token" else x[:, npt:].mean(dim=1)
-        unit = self.s6la[i]
-        h = unit.update(h, c)
-        patches = unit.read(x[:, npt:], h)
-        x = torch.cat([x[:, :npt], patches], dim=1) if npt else patches
-        return x, h
+        return self.s6la[i](x, h, c, npt)
 
     def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final features (after `norm`) and the final state `(B, D, N)`."""

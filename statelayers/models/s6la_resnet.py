@@ -11,6 +11,12 @@ through its (widened) first conv; its residual-branch output `O` then drives the
 
 The update of the last block is not built unless the head reads `h` (`head_concat=True`):
 nothing downstream would see it, so its parameters would never get a gradient.
+
+Two implementations of the same forward (tests hold them equal): the torch reference (`ssm.conv_state_update`,
+the widened conv as a GEMM accumulated into the x-part, see `conv_on_concat`), which CPUs run, and the fused path
+(`kernels.s6la_ops.conv_update`), which CUDA runs by default (`STATELAYERS_KERNELS`, kernels/__init__.py): one op
+for the whole update, which also writes the state's copy in the compute dtype that the next block's widened conv
+reads as `conv1(cat([X, h]))` — the fewest ops per block, which is what a GPU pays for.
 """
 
 from __future__ import annotations
@@ -23,13 +29,18 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..ssm import SelectiveParams, ssm_step, state_float
+from ..kernels import fused_path
+from ..kernels.s6la_ops import conv_update
+from ..ssm import SelectiveParams, conv_state_update, state_float
 from ._resnet_base import (
     ARCHS,
     StatefulResNet,
+    block_output,
     build_resnet,
+    follow_resolution,
     imagenet_cfg,
     last_conv_norm,
+    residual_branch,
     small_cfg,
     small_resnet_kwargs,
 )
@@ -179,28 +190,50 @@ class S6LAResNet(StatefulResNet):
     def update_state(self, h, u, stage, index, block):
         if u is None:
             return h
-        step = block.s6la
-        u = state_float(u)
-        # u enters normalised, u_n = s·u with one scale s per sample; s is folded into the small
-        # (batch, N) coefficients instead of materialising u_n (one pass over u fewer)
-        z = u.mean(dim=(2, 3))
-        if self.u_norm == "rms":
-            s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / u[0].numel() + 1e-6)[:, None]
-            z = z * s
-        delta, b = step(z)
-        if self.u_norm == "rms":
-            b = b * s
-        terms = ssm_step(h, delta[:, :, None, None], step.A[:, None, None], b[:, :, None, None], u)
+        terms = conv_state_update(block.s6la, h, u, rms=self.u_norm == "rms")
         if self._record is not None:
             self._record.append(
                 dict(
                     block=f"layer{stage + 1}.{index}",
                     rms_decay=terms.decay.detach().square().mean().sqrt().item(),
                     rms_inject=terms.inject.detach().square().mean().sqrt().item(),
-                    delta_mean=delta.detach().mean().item(),
+                    delta_mean=terms.delta.detach().mean().item(),
                 )
             )
         return terms.decay if self.state_ablation == "inject" else terms.h
+
+    # -- the fused path: the carry is (h, h in the compute dtype) ------------------------------
+    def _fused(self, x: torch.Tensor) -> bool:
+        # diagnostics record the reference's intermediate terms; without updates there is nothing to fuse
+        return self.conv_out is not None and self._record is None and fused_path(x)
+
+    def initial_carry(self, x: torch.Tensor):
+        if not self._fused(x):
+            return super().initial_carry(x)
+        h = self.initial_state(x)
+        h_c = self.h0.to(x.dtype).expand_as(h) if self.h0 is not None else h.to(x.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            h_c = h_c.contiguous(memory_format=torch.channels_last)  # else the first cat falls back to NCHW
+        return h, h_c
+
+    def block_step(self, block, x, carry, stage: int, index: int):
+        if not isinstance(carry, tuple):
+            return super().block_step(block, x, carry, stage, index)
+        h, h_c = carry
+        out, hidden = residual_branch(block, torch.cat([x, h_c], dim=1), return_hidden=True)
+        u = self.state_input(out, stage, block, hidden)
+        x = block_output(block, x, out, u)
+        h = follow_resolution(h, x)
+        if u is None:  # no update after this block (the last one): keep the copy at the state's resolution
+            return x, (h, h_c if h_c.shape == h.shape else h.to(h_c.dtype))
+        return x, conv_update(block.s6la, h, u, self.u_norm == "rms", self.state_ablation == "inject", h_c.dtype)
+
+    def finish_features(self, x: torch.Tensor, carry) -> torch.Tensor:
+        return super().finish_features(x, carry[1] if isinstance(carry, tuple) else carry)
+
+    def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, carry = super().forward_state(x)
+        return x, carry[0] if isinstance(carry, tuple) else carry
 
     @torch.no_grad()
     def state_diagnostics(self, x: torch.Tensor) -> list[dict]:

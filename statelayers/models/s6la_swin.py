@@ -186,9 +186,7 @@ class HierarchicalS6LA:
 
     def state_tokens(self, s: int, j: int, tokens: torch.Tensor, h: torch.Tensor):
         """Update after block j of stage s: summary c = mean token, all tokens read the new h."""
-        unit = self.s6la[s][j]
-        h = unit.update(h, tokens.mean(dim=1))
-        return unit.read(tokens, h), h
+        return self.s6la[s][j](tokens, h, tokens.mean(dim=1))
 
     # -- training helpers ----------------------------------------------------------------------
 

@@ -1,0 +1,76 @@
+"""Which implementation the S6LA state update runs: the torch reference or the fused Triton kernels.
+
+    STATELAYERS_KERNELS=auto    (default) fused kernels for CUDA tensors when Triton imports, torch elsewhere
+    STATELAYERS_KERNELS=torch   the torch reference everywhere
+    STATELAYERS_KERNELS=triton  the fused kernels on every device: on CPU this needs TRITON_INTERPRET=1
+                                (Triton's interpreter, slow; it is how CI tests the kernels without a GPU)
+
+The variable is read when `statelayers` is imported; `set_kernel_mode` and `use_kernels` change the setting
+later. The fused path (`s6la_ops.py`) computes the same function as the torch reference in `ssm.py` (tests hold
+them equal); it exists because on a GPU the reference's many small ops, not its arithmetic, set the time of an
+S6LA training step (BENCHMARKS.md, "S6LA at GPU speed"). Float64 models always run the reference.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+
+import torch
+
+__all__ = ["MODES", "kernel_mode", "set_kernel_mode", "use_kernels", "triton_available", "fused_path"]
+
+MODES = ("auto", "torch", "triton")
+ENV = "STATELAYERS_KERNELS"
+# dtypes the kernels read; the state is float32 for all of them
+FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"{ENV} / kernel mode must be one of {MODES}, got {mode!r}")
+    return mode
+
+
+_MODE = _check_mode(os.environ.get(ENV, "auto").strip().lower() or "auto")
+_TRITON = importlib.util.find_spec("triton") is not None
+
+
+def triton_available() -> bool:
+    return _TRITON
+
+
+def kernel_mode() -> str:
+    """The setting: "auto", "torch" or "triton"."""
+    return _MODE
+
+
+def set_kernel_mode(mode: str) -> None:
+    global _MODE
+    _MODE = _check_mode(mode)
+
+
+@contextlib.contextmanager
+def use_kernels(mode: str):
+    """`with use_kernels("triton"): ...` runs the block with that setting."""
+    previous = _MODE
+    set_kernel_mode(mode)
+    try:
+        yield
+    finally:
+        set_kernel_mode(previous)
+
+
+def fused_path(t: torch.Tensor) -> bool:
+    """Does a computation on `t` (its device and dtype) take the fused kernels under the current setting?
+
+    Plain Python on the tensor's metadata, so `torch.compile` guards on it instead of breaking the graph.
+    """
+    if _MODE == "torch" or t.dtype not in FUSED_DTYPES:
+        return False
+    if _MODE == "triton":
+        if not _TRITON:
+            raise RuntimeError(f"{ENV}=triton, but Triton is not installed (pip install triton)")
+        return True
+    return _TRITON and t.is_cuda
