@@ -19,7 +19,9 @@ import os
 
 import torch
 
-__all__ = ["MODES", "kernel_mode", "set_kernel_mode", "use_kernels", "triton_available", "fused_path"]
+__all__ = [
+    "MODES", "kernel_mode", "set_kernel_mode", "use_kernels", "triton_available", "fused_path", "check_device",
+]
 
 MODES = ("auto", "torch", "triton")
 ENV = "STATELAYERS_KERNELS"
@@ -33,8 +35,10 @@ def _check_mode(mode: str) -> str:
     return mode
 
 
-_MODE = _check_mode(os.environ.get(ENV, "auto").strip().lower() or "auto")
+# checked when first used, so that a bad value is a one-line error of the command that uses it, not an import error
+_MODE = os.environ.get(ENV, "auto").strip().lower() or "auto"
 _TRITON = importlib.util.find_spec("triton") is not None
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def triton_available() -> bool:
@@ -43,7 +47,7 @@ def triton_available() -> bool:
 
 def kernel_mode() -> str:
     """The setting: "auto", "torch" or "triton"."""
-    return _MODE
+    return _check_mode(_MODE)
 
 
 def set_kernel_mode(mode: str) -> None:
@@ -67,10 +71,21 @@ def fused_path(t: torch.Tensor) -> bool:
 
     Plain Python on the tensor's metadata, so `torch.compile` guards on it instead of breaking the graph.
     """
-    if _MODE == "torch" or t.dtype not in FUSED_DTYPES:
+    mode = kernel_mode()
+    if mode == "torch" or t.dtype not in FUSED_DTYPES:
         return False
-    if _MODE == "triton":
-        if not _TRITON:
-            raise RuntimeError(f"{ENV}=triton, but Triton is not installed (pip install triton)")
+    if mode == "triton":
+        check_device(t)
         return True
     return _TRITON and t.is_cuda
+
+
+def check_device(t: torch.Tensor) -> None:
+    """Raise a ValueError naming the fix when the Triton kernels cannot run on `t`."""
+    if not _TRITON:
+        raise ValueError(f"{ENV}=triton, but Triton is not installed (pip install triton)")
+    if not t.is_cuda and not _INTERPRET:
+        raise ValueError(
+            f"{ENV}=triton on CPU tensors needs TRITON_INTERPRET=1 (Triton has no CPU backend; its interpreter "
+            f"is slow and meant for tests), or {ENV}=auto for the torch reference on CPU"
+        )

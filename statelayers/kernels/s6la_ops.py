@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from ..ssm import SelectiveParams
+from . import check_device
 
 __all__ = ["conv_update", "token_update", "token_read", "compute_dtype"]
 
@@ -39,17 +40,6 @@ def _kernels():
     from . import s6la_triton
 
     return s6la_triton
-
-
-def _check_device(t: Tensor) -> None:
-    import os
-
-    if not t.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise RuntimeError(
-            "the fused S6LA kernels got CPU tensors: Triton has no CPU backend. Set TRITON_INTERPRET=1 to run "
-            "them in Triton's interpreter (slow, for tests), or STATELAYERS_KERNELS=torch (or auto) for the "
-            "torch reference"
-        )
 
 
 def _step_params(step: SelectiveParams) -> tuple[Tensor | None, Tensor | None, Tensor, Tensor, Tensor]:
@@ -68,7 +58,7 @@ def _conv_update(
     u: Tensor, h: Tensor, dt_weight: Tensor | None, dt_bias: Tensor, b_param: Tensor, a_log: Tensor,
     rms: bool, drop_input: bool, copy_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    _check_device(u)
+    check_device(u)
     return _kernels().conv_update_forward(u, h, dt_weight, dt_bias, b_param, a_log, rms, drop_input, copy_dtype,
                                           _EPS)
 
@@ -144,7 +134,7 @@ def _token_update(
     c: Tensor, h: Tensor, dt_down: Tensor | None, dt_up: Tensor | None, dt_bias: Tensor, b_param: Tensor,
     a_log: Tensor, rms: bool, drop_input: bool, copy_dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    _check_device(c)
+    check_device(c)
     return _kernels().token_update_forward(c, h, dt_down, dt_up, dt_bias, b_param, a_log, rms, drop_input,
                                            copy_dtype, _EPS)
 
