@@ -174,3 +174,20 @@ def test_overhead_median_ci_and_verdict():
         times["a", "fp32"]["infer"] = ratios
         stats = oh.ratio_stats(times, "a", "v", "fp32", "infer")
         assert stats["median"] == pytest.approx(ratios[2]) and oh.verdict(stats, target) == label
+
+
+def test_opcount_smallest(tmp_path):
+    out = tmp_path / "ops.md"
+    proc = run_script("opcount.py", "--smallest", "--by-op", "s6la_cifar_resnet20", "--out", str(out))
+    check_ok(proc)
+    (header, rows), *by_op = tables(proc.stdout)
+    assert header[:4] == ["family", "model", "path", "ops per step"]
+    assert [(r[1], r[2]) for r in rows] == [("cifar_resnet20", "–"), ("s6la_cifar_resnet20", "torch"),
+                                            ("s6la_cifar_resnet20", "fused")]
+    counts = {r[2]: int(r[3].replace(",", "")) for r in rows}
+    assert counts["fused"] < counts["torch"]  # what the fused path is for
+    assert len(by_op) == 2 and all(h == ["op", "vanilla", "model", "difference"] for h, _ in by_op)
+    fused_ops = {r[0]: int(r[3]) for r in by_op[1][1]}
+    assert fused_ops["statelayers.s6la_conv_update.default"] == 8  # one op per state update (9 blocks, 8 updates)
+    assert "- PASS: s6la_cifar_resnet20 fused" in proc.stdout
+    assert "command: `python benchmarks/opcount.py --smallest" in out.read_text()

@@ -17,8 +17,9 @@ import sys
 import pytest
 import timm
 import torch
+from timm.models.resnet import Bottleneck
 
-import statelayers  # noqa: F401
+from statelayers import S6LAResNet
 from statelayers.kernels import fused_path, s6la_ops, use_kernels
 from statelayers.ssm import SelectiveParams, conv_state_update, token_state_update
 
@@ -391,7 +392,7 @@ def test_count_step_ops_counts_a_known_step():
 # registered name at its default configuration is in the slow test below
 COMPILE_MODELS = [
     ("s6la_cifar_resnet20", dict(), (2, 1, 28, 28)),
-    ("s6la_resnet50", dict(), (2, 3, 64, 64)),
+    ("S6LAResNet", dict(block=Bottleneck, layers=(1, 2, 1, 1)), (2, 3, 64, 64)),  # S6LA-ResNet-50's code, 5 blocks
     ("s6la_resnet18", dict(h0="random", head_concat=True, selective=False, u_norm="none"), (2, 3, 64, 64)),
     ("s6la_deit_tiny_patch16_224", dict(img_size=32, depth=3), (2, 3, 32, 32)),
     ("s6la_deit_tiny_patch16_224", dict(img_size=32, depth=3, fuse="concat", h0="zeros", class_token=False,
@@ -408,7 +409,7 @@ def _compile_step(name, kw, shape, mode, backend="eager"):
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = timm.create_model(name, **kw).train()
+    model = (S6LAResNet(**kw) if name == "S6LAResNet" else timm.create_model(name, **kw)).train()
     x = torch.randn(shape)
     with use_kernels(mode):
         compiled = torch.compile(model, fullgraph=True, backend=backend)
@@ -418,8 +419,8 @@ def _compile_step(name, kw, shape, mode, backend="eager"):
 
 
 @pytest.mark.parametrize("mode", ["torch", "triton"])
-@pytest.mark.parametrize("name,kw,shape", COMPILE_MODELS, ids=[f"{m}-{'-'.join(map(str, k.values()))}" if k else m
-                                                                for m, k, _ in COMPILE_MODELS])
+@pytest.mark.parametrize("name,kw,shape", COMPILE_MODELS, ids=[
+    f"{m}-{'-'.join(str(v) for v in k.values() if not isinstance(v, type))}" if k else m for m, k, _ in COMPILE_MODELS])
 def test_compiles_without_graph_breaks(name, kw, shape, mode):
     _compile_step(name, kw, shape, mode)
 

@@ -85,10 +85,11 @@ class TokenStateUnit(nn.Module):
         self.record: list | None = None  # diagnostics: per-update RMS of both terms and mean Δ
         self.ablation: str | None = None  # diagnostics only: "inject" drops the input term
 
-    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor, n_prefix: int = 0):
+    def step(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor, n_prefix: int = 0):
         """One S6LA step: the state (B, D, N) updated from the summary token c (B, D), then read by the tokens
         (B, L, D) after the first `n_prefix` (class, distillation, register tokens pass unchanged).
-        Returns (tokens, h).
+        Returns (tokens, h). A method, not `forward`: module hooks (FlopCounterMode's module tracker) would see
+        the carried state, which under no_grad is a view of `h0` that claims requires_grad without a grad_fn.
 
         On the fused path (kernels/__init__.py) the update is one op that also writes the state's copy in the
         tokens' dtype, and the read-out ("mul") another: the same function as `update` and `read`."""

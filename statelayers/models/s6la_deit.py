@@ -285,7 +285,7 @@ class S6LAVisionTransformer(BlockLoopViT):
         x = self._call_block(block, x, **kw)
         npt = self.num_prefix_tokens
         c = x[:, 0] if self.summary == "token" else x[:, npt:].mean(dim=1)
-        return self.s6la[i](x, h, c, npt)
+        return self.s6la[i].step(x, h, c, npt)
 
     def forward_state(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final features (after `norm`) and the final state `(B, D, N)`."""

@@ -186,7 +186,7 @@ class HierarchicalS6LA:
 
     def state_tokens(self, s: int, j: int, tokens: torch.Tensor, h: torch.Tensor):
         """Update after block j of stage s: summary c = mean token, all tokens read the new h."""
-        return self.s6la[s][j](tokens, h, tokens.mean(dim=1))
+        return self.s6la[s][j].step(tokens, h, tokens.mean(dim=1))
 
     # -- training helpers ----------------------------------------------------------------------
 
