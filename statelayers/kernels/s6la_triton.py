@@ -112,10 +112,11 @@ def _conv_sample_stats(part_ptr, b, SPLIT, N, inv_np, eps, n, nm, RMS: tl.conste
     base = part_ptr + b * SPLIT * 2 * N + sidx[:, None] * 2 * N + n[None, :]
     r0 = tl.sum(tl.load(base, mask=pm, other=0.0), axis=0)
     r1 = tl.sum(tl.load(base + N, mask=pm, other=0.0), axis=0)
+    total = tl.sum(r1, axis=0)
     if RMS:
-        s = 1.0 / tl.sqrt(tl.sum(r1, axis=0) * inv_np + eps)
+        s = 1.0 / tl.sqrt(total * inv_np + eps)
     else:
-        s = 1.0
+        s = total * 0.0 + 1.0  # a scalar tensor on both branches (a jit function returns one type)
     return r0, r1, s
 
 
@@ -409,15 +410,15 @@ def _tok_fwd(c_ptr, h_ptr, down_ptr, up_ptr, bias_ptr, bp_ptr, alog_ptr, hout_pt
     rm = r < R
     st = stats_ptr + b * (1 + R + D + N)
     c_row = c_ptr + b * sc_b
+    acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     if RMS:
-        acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         for d0 in range(0, D, BLOCK_D):
             d = d0 + tl.arange(0, BLOCK_D)
             cc = tl.load(c_row + d * sc_d, mask=d < D, other=0.0).to(tl.float32)
             acc += cc * cc
         s = 1.0 / tl.sqrt(tl.sum(acc, axis=0) / D + eps)
     else:
-        s = 1.0
+        s = tl.sum(acc, axis=0) + 1.0  # 1, as a scalar tensor
     tl.store(st, s)
     if SELECTIVE:
         x = tl.zeros([BLOCK_R], dtype=tl.float32)
