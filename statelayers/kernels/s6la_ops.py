@@ -256,9 +256,12 @@ def _read_setup(ctx, inputs, output):
     ctx.save_for_backward(x, h, w_c, output[1])
     ctx.n_prefix = n_prefix
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zeros for the unused C
 
 
 def _read_backward(ctx, grad, _grad_c):
+    if grad is None:
+        return None, None, None, None
     x, h, w_c, c = ctx.saved_tensors
     grad_x, grad_h, grad_w = _token_read_backward(grad, x, h, w_c, c, ctx.n_prefix)
     need = ctx.needs_input_grad
