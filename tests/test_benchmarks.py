@@ -7,38 +7,9 @@ has the expected rows and columns. Data that is not installed (sktime's ACSF1) s
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks"
-
-
-def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(BENCH / name), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-
-
-def tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
-    """Every markdown table in `text`: (header cells, rows of cells)."""
-    out, block = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif block:
-            out.append((block[0], block[2:]))
-            block = []
-    return out
-
-
-def check_ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, f"exit code {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n" \
-                                 f"{proc.stderr[-3000:]}"
+from script_helpers import BENCH, check_ok, run_script, tables
 
 
 def test_overhead_smallest(tmp_path):

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from script_helpers import one_thread_env, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "depth_study.py"
@@ -19,7 +20,7 @@ SCRIPT = ROOT / "benchmarks" / "depth_study.py"
 
 def run_preset(out: Path, *args: str, timeout: int = 300) -> tuple[subprocess.CompletedProcess, int, float]:
     """(completed process, its pid, seconds it took)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    env = one_thread_env()
     t0 = time.perf_counter()
     with subprocess.Popen([sys.executable, str(SCRIPT), "--preset", "gpu", "--smallest", "--output", str(out), *args],
                           env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as p:
@@ -31,18 +32,6 @@ def run_preset(out: Path, *args: str, timeout: int = 300) -> tuple[subprocess.Co
     proc = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
     assert proc.returncode == 0, f"exit code {proc.returncode}\nstdout:\n{stdout[-3000:]}\nstderr:\n{stderr[-3000:]}"
     return proc, p.pid, time.perf_counter() - t0
-
-
-def tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
-    """Every markdown table in `text`: (header cells, rows of cells)."""
-    out, block = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif block:
-            out.append((block[0], block[2:]))
-            block = []
-    return out
 
 
 def test_gpu_preset_smallest_parallel_then_resume(tmp_path):

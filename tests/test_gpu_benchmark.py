@@ -6,12 +6,12 @@ Nothing here is timed or needs a GPU; the figures of a --smallest run mean nothi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from script_helpers import check_ok, run_script, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu.py"
@@ -30,29 +30,14 @@ CHECK_COLUMNS = ["model", "batch", "input", "max abs diff", "max abs ref", "max 
 
 
 def run_gpu_script(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
-
-
-def tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
-    """Every markdown table in `text`: (header cells, rows of cells)."""
-    out, block = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append([c.strip() for c in line.strip().strip("|").split("|")])
-        elif block:
-            out.append((block[0], block[2:]))
-            block = []
-    return out
+    return run_script("gpu.py", *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def smallest(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_bench")
     proc = run_gpu_script("--smallest", "--out-dir", str(out))
-    assert proc.returncode == 0, f"exit code {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n" \
-                                 f"{proc.stderr[-3000:]}"
+    check_ok(proc)
     return proc, out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from script_helpers import one_thread_env
 from timm.models.resnet import Bottleneck
 
 from statelayers import S6LAResNet
@@ -346,14 +347,8 @@ def test_kernel_mode_errors_name_the_fix(monkeypatch):
     with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
         model(x)
     proc = subprocess.run([sys.executable, "-c", "import statelayers"], capture_output=True, text=True,
-                          env={**_env(), "STATELAYERS_KERNELS": "fast"})
+                          env={**one_thread_env(), "STATELAYERS_KERNELS": "fast"})
     assert proc.returncode == 0, "a bad setting must not break `import statelayers`"
-
-
-def _env():
-    import os
-
-    return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 # ---------------------------------------------------------------------------------------------- op budget
@@ -474,7 +469,7 @@ def test_export_sees_one_op_per_update():
 def test_kernels_compile_for_h100():
     """The interpreter accepts programs Triton's compiler rejects: compile every kernel variant the wrappers launch
     (each ablation, float32 and bf16, with and without each incoming gradient) to an sm_90 cubin, no GPU needed."""
-    env = {k: v for k, v in _env().items() if k != "TRITON_INTERPRET"}
+    env = {k: v for k, v in one_thread_env().items() if k != "TRITON_INTERPRET"}
     script = Path(__file__).with_name("kernel_compile_check.py")
     proc = subprocess.run([sys.executable, str(script), "--arch", "90"], capture_output=True, text=True, env=env,
                           timeout=600)
