@@ -35,8 +35,17 @@ note scan.md; `benchmarks/scan.py` measures them again):
   The chunked form multiplies chunk products of `a` into carried states, so for an unstable
   recurrence (|a| > 1 until overflow) it may produce inf/nan where a sequential loop overflows
   differently; for |a| ≤ 1 it is as accurate as the loop.
+* `"triton"` — Triton kernels (`kernels/scan_triton.py`), parallel over time as well as lanes: the time
+  axis is cut into chunks scanned side by side with `tl.associative_scan`, their totals carried across, and every
+  chunk rescanned from its true start; the backward is the same kernels on the adjoint. For CUDA tensors (on
+  CPU only in Triton's interpreter, TRITON_INTERPRET=1: slow, for tests). bf16 / fp16 inputs are read as they
+  are (no float32 copy); float32, bf16, fp16 and complex64 only.
 * `"reference"` — `linear_scan_reference`, autograd through plain torch ops.
-* `"auto"` — `"numba"` for CPU tensors when numba imports (numba is optional), else `"torch"`.
+* `"auto"` — `"numba"` for CPU tensors when numba imports (numba is optional), `"triton"` for CUDA tensors
+  when Triton imports (float64 and complex128 excepted), else `"torch"`.
+
+The fast paths are one custom op (`statelayers::linear_scan`, with its backward registered), so `torch.compile`
+sees one opaque op whatever the path (it traced into numba and failed, and would unroll the torch path's loop).
 
 Gradients of the fast paths come from a reverse scan of the adjoint (written here for the forward
 direction; `reverse=True` mirrors the time indices):
@@ -63,7 +72,8 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["linear_scan", "linear_scan_reference", "numba_available"]
 
-IMPLS = ("auto", "numba", "torch", "reference")
+IMPLS = ("auto", "numba", "triton", "torch", "reference")
+_TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.complex64)
 _SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128)
 # on CPU, a time step of at most this many bytes of lanes is scanned in chunks (measured crossovers:
 # real 8-16 KiB, complex 4-8 KiB, where torch's complex arithmetic costs more per byte)
@@ -107,6 +117,7 @@ def _prepare(a, b, h0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
     return a.to(state), b.to(state), h0
 
 
+@torch.compiler.assume_constant_result  # for torch.compile: a fact about the environment, not traced
 def numba_available() -> bool:
     """True when numba imports, i.e. `impl="numba"` can be used (for CPU tensors)."""
     return _numba_kernels() is not None
@@ -430,34 +441,88 @@ def _numba_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0):
 
 
 # ------------------------------------------------------------------------------------- autograd
+# One custom op for every fast path (`backend`: "numba", "triton", "torch", "torch:loop" or "torch:chunked"), so
+# that autograd, torch.compile and torch.export see one op with its backward, whichever path runs.
 
 
-class _LinearScan(torch.autograd.Function):
-    """Autograd for the fast paths; `backend` is "numba" or "torch" (or "torch:loop"/"torch:chunked")."""
+def _triton():
+    from .kernels import scan_triton  # imported on first use (TRITON_INTERPRET is read when kernels are defined)
 
-    @staticmethod
-    def forward(ctx, a, b, h0, reverse, backend):
-        ctx.reverse, ctx.backend = reverse, backend
-        if backend == "numba":
-            out = _numba_scan(a, b, h0, reverse)
-        else:
-            out = _torch_scan(a, b, h0, reverse, backend.partition(":")[2] or None)
-        ctx.save_for_backward(a, out, h0)
-        return out
+    return scan_triton
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, gy):
-        a, h, h0 = ctx.saved_tensors
-        need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
-        need_h0 = need_h0 and h0 is not None
-        gy = gy.contiguous()
-        if ctx.backend == "numba":
-            g_a, g_b, g_h0 = _numba_backward(a, h, h0, gy, ctx.reverse, need_a, need_b, need_h0)
-        else:
-            strategy = ctx.backend.partition(":")[2] or None
-            g_a, g_b, g_h0 = _torch_backward(a, h, h0, gy, ctx.reverse, need_a, need_h0, strategy)
-        return g_a, (g_b if need_b else None), g_h0, None, None
+
+@torch.library.custom_op("statelayers::linear_scan", mutates_args=())
+def _scan_op(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool, backend: str) -> torch.Tensor:
+    if backend == "numba":
+        return _numba_scan(a, b, h0, reverse)
+    if backend == "triton":
+        return _triton().scan_forward(a, b, h0, reverse)
+    return _torch_scan(a, b, h0, reverse, backend.partition(":")[2] or None)
+
+
+@_scan_op.register_fake
+def _(a, b, h0, reverse, backend):
+    return torch.empty_like(b, dtype=torch.promote_types(b.dtype, torch.float32),
+                            memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("statelayers::linear_scan_backward", mutates_args=())
+def _scan_backward_op(
+    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, gy: torch.Tensor, reverse: bool, backend: str,
+    need_a: bool, need_b: bool, need_h0: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(∂a, ∂b, ∂h0); an empty tensor for each one not needed (a custom op returns tensors)."""
+    if backend == "triton":
+        return _triton().scan_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0)
+    if backend == "numba":
+        g_a, g_b, g_h0 = _numba_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0)
+    else:
+        strategy = backend.partition(":")[2] or None
+        g_a, g_b, g_h0 = _torch_backward(a, h, h0, gy, reverse, need_a, need_h0, strategy)
+    return tuple(a.new_empty(0) if g is None else g for g in (g_a, g_b if need_b else None, g_h0))
+
+
+@_scan_backward_op.register_fake
+def _(a, h, h0, gy, reverse, backend, need_a, need_b, need_h0):
+    def maybe(need, like):
+        return torch.empty_like(like, memory_format=torch.contiguous_format) if need and like is not None \
+            else a.new_empty(0)
+
+    return maybe(need_a, a), maybe(need_b, a), maybe(need_h0, h0)
+
+
+def _scan_setup(ctx, inputs, output):
+    a, _, h0, reverse, backend = inputs
+    ctx.reverse, ctx.backend = reverse, backend
+    ctx.save_for_backward(a, output, h0)
+
+
+@once_differentiable
+def _scan_backward(ctx, gy):
+    a, h, h0 = ctx.saved_tensors
+    need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
+    need_h0 = need_h0 and h0 is not None
+    g_a, g_b, g_h0 = _scan_backward_op(a, h, h0, gy.contiguous(), ctx.reverse, ctx.backend, need_a, need_b, need_h0)
+    return (g_a if need_a else None), (g_b if need_b else None), (g_h0 if need_h0 else None), None, None
+
+
+_scan_op.register_autograd(_scan_backward, setup_context=_scan_setup)
+
+
+def _scan(a, b, h0, reverse: bool, backend: str) -> torch.Tensor:
+    """The fast paths, autocast off (their dtypes are their own); a, b, h0 contiguous, of the path's dtypes."""
+    if not torch.amp.is_autocast_available(a.device.type):
+        return _scan_op(a, b, h0, reverse, backend)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return _scan_op(a, b, h0, reverse, backend)
+
+
+def _auto_impl(a: torch.Tensor) -> str:
+    if a.device.type == "cpu":
+        return "numba" if numba_available() else "torch"
+    from .kernels import triton_available
+
+    return "triton" if a.is_cuda and triton_available() and a.dtype in _TRITON_DTYPES else "torch"
 
 
 def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
@@ -468,12 +533,13 @@ def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
             float16/bfloat16 (computed and returned in float32). Any strides (copied if needed).
         h0: `(batch, lanes)` initial state, dtype of `a` (or the float32 state dtype); default zeros.
         reverse: run from the last step to the first, `h_k = a_k * h_{k+1} + b_k`, `h_L = h0`.
-        impl: "auto", "numba", "torch" or "reference" (see the module docstring).
+        impl: "auto", "numba", "triton", "torch" or "reference" (see the module docstring).
 
     Differentiable w.r.t. a, b and h0 (once; double backward raises on the fast paths).
     """
     if impl not in IMPLS:
         raise ValueError(f"linear_scan: unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
+    a_in, b_in = a, b
     a, b, h0 = _prepare(a, b, h0)
     if impl == "reference":
         return linear_scan_reference(a, b, h0, reverse=reverse)
@@ -483,10 +549,14 @@ def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
         if not numba_available():
             raise ValueError("linear_scan: impl='numba' needs numba (pip install numba); impl='torch' needs nothing")
     if impl == "auto":
-        impl = "numba" if a.device.type == "cpu" and numba_available() else "torch"
-    a, b = a.contiguous(), b.contiguous()
+        impl = _auto_impl(a_in)
+    if impl == "triton":
+        from .kernels import check_device
+
+        if a_in.dtype not in _TRITON_DTYPES:
+            raise ValueError(f"linear_scan: impl='triton' takes {', '.join(map(str, _TRITON_DTYPES))}, got "
+                             f"{a_in.dtype} (impl='torch' takes any)")
+        check_device(a_in)
+        a, b = a_in, b_in  # half inputs are read as they are: no float32 copy
     h0 = None if h0 is None else h0.contiguous()
-    if not torch.amp.is_autocast_available(a.device.type):
-        return _LinearScan.apply(a, b, h0, bool(reverse), impl)
-    with torch.autocast(device_type=a.device.type, enabled=False):
-        return _LinearScan.apply(a, b, h0, bool(reverse), impl)
+    return _scan(a.contiguous(), b.contiguous(), h0, bool(reverse), impl)

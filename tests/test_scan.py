@@ -2,27 +2,38 @@ import pytest
 import torch
 
 from statelayers import scan
-from statelayers.scan import _LinearScan, linear_scan, linear_scan_reference, numba_available
+from statelayers.scan import linear_scan, linear_scan_reference, numba_available
 
 # every way to run the scan: public impls, plus both torch strategies forced (the automatic choice
-# depends on the size of a time step) and the numba kernels with tiny blocks for the passes that
-# walk time downwards (normally used only for some row sizes)
-IMPLS = ["auto", "numba", "numba:blocks", "torch", "torch:loop", "torch:chunked", "reference"]
+# depends on the size of a time step), the numba kernels with tiny blocks for the passes that walk time
+# downwards (normally used only for some row sizes), and the Triton kernels (in Triton's interpreter, set by
+# conftest.py) with chunks of a few steps, so that the chunk totals are carried across (on a GPU sequences of
+# more than 16-256 steps take that path)
+IMPLS = ["auto", "numba", "numba:blocks", "triton", "torch", "torch:loop", "torch:chunked", "reference"]
 
 
 @pytest.fixture(autouse=True)
-def _numba_blocks(request, monkeypatch):
+def _small_blocks(request, monkeypatch):
     if "numba:blocks" in request.node.name:
         monkeypatch.setattr(scan, "_TOUCH_ROW_BYTES", (0, 1 << 30))
         monkeypatch.setattr(scan, "_TOUCH_BLOCK_BYTES", 64)  # 1-3 time steps per block
+    if "triton:chunks" in request.node.name:
+        pytest.importorskip("triton")
+        kernels = scan._triton()
+        monkeypatch.setattr(kernels, "MIN_CHUNK", 4)
+        monkeypatch.setattr(kernels, "MAX_CHUNK", 8)  # L = 29: 4 chunks, the last one partly past the end
+        monkeypatch.setattr(kernels, "MAX_TILE", 16)  # 2 lanes per program: lane blocks and their masks
 
 
 def run(impl, a, b, h0=None, reverse=False):
     if impl.startswith("numba"):
         pytest.importorskip("numba")
         impl = "numba"
+    if impl.startswith("triton"):
+        pytest.importorskip("triton")
+        impl = "triton"
     if impl.startswith("torch:"):
-        return _LinearScan.apply(a.contiguous(), b.contiguous(), h0, reverse, impl)
+        return scan._scan(a.contiguous(), b.contiguous(), h0, reverse, impl)
     return linear_scan(a, b, h0, reverse=reverse, impl=impl)
 
 
@@ -170,7 +181,7 @@ def test_no_grad_noncontiguous_and_short_sequences(impl):
             assert gh is None or not gh.abs().any()
 
 
-@pytest.mark.parametrize("impl", ["auto", "torch", "reference"])
+@pytest.mark.parametrize("impl", ["auto", "triton", "torch", "reference"])
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
 def test_half_inputs_compute_and_return_float32(impl, half):
     gen = torch.Generator().manual_seed(5)
@@ -219,7 +230,7 @@ def test_reference_is_the_recurrence():
         ((2, 3, 4), (2, 3, 4), (torch.float32,) * 2, torch.zeros(2, 4, dtype=torch.float64), "h0 must have dtype"),
     ],
 )
-@pytest.mark.parametrize("impl", ["auto", "numba", "torch", "reference"])
+@pytest.mark.parametrize("impl", ["auto", "numba", "triton", "torch", "reference"])
 def test_bad_arguments_raise_value_error(a_shape, b_shape, dtypes, h0, match, impl):
     a, b = torch.zeros(a_shape, dtype=dtypes[0]), torch.zeros(b_shape, dtype=dtypes[1])
     with pytest.raises(ValueError, match=match):
@@ -275,3 +286,79 @@ def test_auto_uses_numba_on_cpu_when_available(monkeypatch):
     monkeypatch.setattr(scan, "_numba_scan", lambda *args: seen.append(1) or original(*args))
     linear_scan(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3))
     assert seen
+
+
+def test_triton_path_dtypes_and_device_errors(monkeypatch):
+    pytest.importorskip("triton")
+    import statelayers.kernels as kernels
+
+    a = torch.zeros(2, 3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="impl='triton' takes"):
+        linear_scan(a, a, impl="triton")
+    monkeypatch.setattr(kernels, "_INTERPRET", False)  # CPU tensors without Triton's interpreter
+    with pytest.raises(ValueError, match="TRITON_INTERPRET=1"):
+        linear_scan(a.float(), a.float(), impl="triton")
+
+
+def test_auto_picks_triton_for_cuda_tensors(monkeypatch):
+    """The choice itself (no GPU here): CUDA tensors of the kernels' dtypes take Triton when it imports."""
+    import statelayers.kernels as kernels
+
+    class FakeCuda:
+        device = torch.device("cuda")
+        is_cuda = True
+
+        def __init__(self, dtype):
+            self.dtype = dtype
+
+    monkeypatch.setattr(kernels, "_TRITON", True)
+    assert scan._auto_impl(FakeCuda(torch.complex64)) == "triton"
+    assert scan._auto_impl(FakeCuda(torch.bfloat16)) == "triton"
+    assert scan._auto_impl(FakeCuda(torch.float64)) == "torch"
+    monkeypatch.setattr(kernels, "_TRITON", False)
+    assert scan._auto_impl(FakeCuda(torch.complex64)) == "torch"
+
+
+@pytest.mark.parametrize("case", [(torch.complex64, False, True), (torch.complex64, True, True),
+                                  (torch.float32, True, False)], ids=["complex", "complex-reverse", "real-reverse"])
+def test_triton_chunks_carried_across(case):
+    """The multi-chunk path (on a GPU every sequence of more than 16-256 steps): chunk totals, the carry, the
+    rescan, and the backward's shifted a and ∂a / ∂h0 across chunk boundaries (`triton:chunks`: 4-8 steps per
+    chunk, 2 lanes per program), against the float64 loop. Triton's interpreter runs its in-chunk scans one
+    element at a time: small shapes here, and the long-sequence tests of the other paths leave it out."""
+    dtype, reverse, with_h0 = case
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, 29, 3)
+    a, b, h0 = random_inputs(shape, dtype, gen, with_h0)
+    inputs = [t.clone().requires_grad_() for t in (a, b) + ((h0,) if with_h0 else ())]
+    wide = [t.detach().to(torch.complex128 if dtype.is_complex else torch.float64).requires_grad_() for t in inputs]
+    y = run("triton:chunks", *inputs[:2], inputs[2] if with_h0 else None, reverse)
+    ref = loop64(*wide[:2], wide[2] if with_h0 else None, reverse)
+    assert_close32(y.detach(), ref.detach(), "h")
+    gy = random_inputs(shape, dtype, gen)[1]
+    for name, g, r in zip(["a", "b", "h0"], torch.autograd.grad(y, inputs, gy),
+                          torch.autograd.grad(ref, wide, gy.to(ref.dtype))):
+        assert_close32(g, r, f"grad {name}")
+
+
+def test_triton_carries_many_chunks_stably(monkeypatch, dtype=torch.complex64):
+    """128 chunks of 4 steps (the GPU's largest carry), |a| <= 1 with some |a| = 1 steps: bounded, and equal to
+    the float64 loop, forward and backward."""
+    kernels = pytest.importorskip("statelayers.kernels.scan_triton")
+    monkeypatch.setattr(kernels, "MIN_CHUNK", 4)
+    monkeypatch.setattr(kernels, "MAX_CHUNK", 4)
+    gen = torch.Generator().manual_seed(2)
+    shape = (1, 512, 1)
+    a, b, _ = random_inputs(shape, dtype, gen)
+    a[:, ::97] = 1.0
+    a, b = a.requires_grad_(), b.requires_grad_()
+    assert kernels._launch_shape(*shape, dtype.is_complex)[2] == 128
+    y = linear_scan(a, b, impl="triton")
+    ref = loop64(a.detach(), b.detach())
+    assert_close32(y.detach(), ref, "h")
+    assert y.abs().max() <= b.abs().sum(1).max()
+    ga, gb = torch.autograd.grad(y.abs().sum(), (a, b))
+    wa, wb = (t.detach().to(ref.dtype).requires_grad_() for t in (a, b))
+    ra, rb = torch.autograd.grad(loop64(wa, wb).abs().sum(), (wa, wb))
+    assert_close32(ga, ra, "grad a")
+    assert_close32(gb, rb, "grad b")
