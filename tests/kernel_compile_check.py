@@ -1,8 +1,8 @@
-"""Compile every fused S6LA kernel for a GPU target without a GPU (run by tests/test_kernels.py in a subprocess).
+"""Compile every Triton kernel (fused S6LA updates, linear scan) for a GPU target without a GPU (run by tests/test_kernels.py in a subprocess).
 
 Triton's interpreter, which runs the kernels on CPU in the tests, accepts programs that its compiler rejects (types
 that differ between branches, unsupported ops). This script launches the kernel wrappers of
-`statelayers.kernels.s6la_triton` on CPU tensors with the launches intercepted, and compiles each launch's kernel,
+`statelayers.kernels.s6la_triton` and `scan_triton` on CPU tensors with the launches intercepted, and compiles each launch's kernel,
 with its argument types and constexprs, to a cubin for the given targets (Triton's own ptxas; no driver is needed).
 It must run without TRITON_INTERPRET. Prints one line per compiled kernel variant; exits 1 on the first failure.
 
@@ -93,6 +93,18 @@ def main(argv=None) -> int:
             for gh, ghc in ((out, out_c), (None, out_c)) if default else ((out, out_c),):
                 K.token_update_backward(gh, ghc, c, ht, down, up, torch.randn(d), bpt, torch.randn(d, n), st, rms,
                                         drop, True, 1e-6)
+    from statelayers.kernels import scan_triton as S
+
+    length = 300  # several chunks on a GPU's launch shape: the aggregate, carry and apply kernels
+    for dtype in (torch.float32, torch.bfloat16, torch.complex64):
+        a, b = torch.randn(bsz, length, n, dtype=dtype), torch.randn(bsz, length, n, dtype=dtype)
+        h0 = torch.randn(bsz, n, dtype=torch.promote_types(dtype, torch.float32))
+        for reverse in (False, True):
+            for init in (h0, None):
+                h = S.scan_forward(a, b, init, reverse)
+                S.scan_backward(a, h, init, h.clone(), reverse, True, True, init is not None)
+        S.scan_backward(a, h, None, h.clone(), False, False, True, False)  # ∂b only
+        S.scan_forward(a[:, :5], b[:, :5], h0, False)  # one chunk: starts from h0 directly
     print(f"{len(compiled)} kernel variants compiled for sm_{' sm_'.join(map(str, args.arch))}")
     return 0
 
