@@ -384,54 +384,75 @@ class S7(nn.Module):
         return y.to(u_k.dtype) if u_k.dtype in (torch.bfloat16, torch.float16) else y, new
 
 
-class _TokenBilinear(torch.autograd.Function):
-    """out[n, m] = Σ_k (W u_n + b)[m·K + k] · v_n[k], in chunks of tokens.
+# `out[n, m] = Σ_k (W u_n + b)[m·K + k] · v_n[k]`, in chunks of tokens: `C_k x_k` (and `B_k u_k`) with the
+# per-token matrix `reshape(W u_k + b, (M, K))` never stored for the whole sequence: each chunk's matrices are made,
+# used and dropped while they are in cache, and the backward pass makes them again. Materialised, they are M·K
+# floats per token (1,024 for H=32, P=16, complex) and a sequence's worth of them made the layer memory-bound and
+# 10× slower on CPU. A custom op with its backward, so that torch.compile sees one op (not the chunk loop).
 
-    This is `C_k x_k` (and `B_k u_k`) with the per-token matrix `reshape(W u_k + b, (M, K))` never stored
-    for the whole sequence: each chunk's matrices are made, used and dropped while they are in cache, and
-    the backward pass makes them again. Materialised, they are M·K floats per token (1,024 for H=32, P=16,
-    complex) and a sequence's worth of them made the layer memory-bound and 10× slower on CPU.
-    """
 
-    @staticmethod
-    def forward(ctx, u, v, weight, bias, m, chunk):
-        n_tok, k = v.shape
-        out = u.new_empty(n_tok, m)
-        for s0 in range(0, n_tok, chunk):
-            z = torch.addmm(bias, u[s0:s0 + chunk], weight.t()).view(-1, m, k)
-            out[s0:s0 + chunk] = torch.bmm(z, v[s0:s0 + chunk, :, None])[..., 0] if k > 64 else \
-                (z * v[s0:s0 + chunk, None, :]).sum(-1)
-        ctx.save_for_backward(u, v, weight, bias)
-        ctx.m, ctx.chunk = m, chunk
-        return out
+@torch.library.custom_op("statelayers::token_bilinear", mutates_args=())
+def _token_bilinear(u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, m: int,
+                    chunk: int) -> torch.Tensor:
+    n_tok, k = v.shape
+    out = u.new_empty(n_tok, m)
+    for s0 in range(0, n_tok, chunk):
+        z = torch.addmm(bias, u[s0:s0 + chunk], weight.t()).view(-1, m, k)
+        out[s0:s0 + chunk] = torch.bmm(z, v[s0:s0 + chunk, :, None])[..., 0] if k > 64 else \
+            (z * v[s0:s0 + chunk, None, :]).sum(-1)
+    return out
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        u, v, weight, bias = ctx.saved_tensors
-        m, chunk = ctx.m, ctx.chunk
-        n_tok, k = v.shape
-        gu, gv = torch.empty_like(u), torch.empty_like(v)
-        gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
-        g = g.contiguous()
-        for s0 in range(0, n_tok, chunk):
-            uc, vc, gc = u[s0:s0 + chunk], v[s0:s0 + chunk], g[s0:s0 + chunk]
-            z = torch.addmm(bias, uc, weight.t()).view(-1, m, k)
-            gz = (gc[:, :, None] * vc[:, None, :]).reshape(-1, m * k)
-            gw.addmm_(gz.t(), uc)
-            gb += gz.sum(0)
-            gu[s0:s0 + chunk] = gz @ weight
-            gv[s0:s0 + chunk] = (z * gc[:, :, None]).sum(1)
-        return gu, gv, gw, gb, None, None
+
+@_token_bilinear.register_fake
+def _(u, v, weight, bias, m, chunk):
+    return u.new_empty(v.shape[0], m)
+
+
+@torch.library.custom_op("statelayers::token_bilinear_backward", mutates_args=())
+def _token_bilinear_backward(g: torch.Tensor, u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor,
+                             bias: torch.Tensor, m: int, chunk: int
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    n_tok, k = v.shape
+    gu, gv = torch.empty_like(u), torch.empty_like(v)
+    gw, gb = torch.zeros_like(weight), torch.zeros_like(bias)
+    for s0 in range(0, n_tok, chunk):
+        uc, vc, gc = u[s0:s0 + chunk], v[s0:s0 + chunk], g[s0:s0 + chunk]
+        z = torch.addmm(bias, uc, weight.t()).view(-1, m, k)
+        gz = (gc[:, :, None] * vc[:, None, :]).reshape(-1, m * k)
+        gw.addmm_(gz.t(), uc)
+        gb += gz.sum(0)
+        gu[s0:s0 + chunk] = gz @ weight
+        gv[s0:s0 + chunk] = (z * gc[:, :, None]).sum(1)
+    return gu, gv, gw, gb
+
+
+@_token_bilinear_backward.register_fake
+def _(g, u, v, weight, bias, m, chunk):
+    return torch.empty_like(u), torch.empty_like(v), torch.empty_like(weight), torch.empty_like(bias)
+
+
+def _bilinear_setup(ctx, inputs, output):
+    u, v, weight, bias, m, chunk = inputs
+    ctx.save_for_backward(u, v, weight, bias)
+    ctx.m, ctx.chunk = m, chunk
+
+
+@torch.autograd.function.once_differentiable
+def _bilinear_backward(ctx, g):
+    u, v, weight, bias = ctx.saved_tensors
+    return (*_token_bilinear_backward(g.contiguous(), u, v, weight, bias, ctx.m, ctx.chunk), None, None)
+
+
+_token_bilinear.register_autograd(_bilinear_backward, setup_context=_bilinear_setup)
 
 
 def token_bilinear(u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, m: int,
                    chunk: int = 2048) -> torch.Tensor:
-    """`out[n] = reshape(weight @ u[n] + bias, (m, K)) @ v[n]` for tokens u (N, H), v (N, K); see `_TokenBilinear`.
+    """`out[n] = reshape(weight @ u[n] + bias, (m, K)) @ v[n]` for tokens u (N, H), v (N, K) (see above).
     u and v may be the same tensor (B_k u_k)."""
     if u.shape[0] == 0:
         return u.new_zeros(0, m)
-    return _TokenBilinear.apply(u.contiguous(), v.contiguous(), weight.contiguous(), bias.contiguous(), m, chunk)
+    return _token_bilinear(u.contiguous(), v.contiguous(), weight.contiguous(), bias.contiguous(), m, chunk)
 
 
 def state_like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,11 @@
-"""Compile every Triton kernel (fused S6LA updates, linear scan) for a GPU target without a GPU (run by tests/test_kernels.py in a subprocess).
+"""Compile every Triton kernel (fused S6LA updates, linear scan) for a GPU target, without a GPU.
 
-Triton's interpreter, which runs the kernels on CPU in the tests, accepts programs that its compiler rejects (types
-that differ between branches, unsupported ops). This script launches the kernel wrappers of
-`statelayers.kernels.s6la_triton` and `scan_triton` on CPU tensors with the launches intercepted, and compiles each launch's kernel,
-with its argument types and constexprs, to a cubin for the given targets (Triton's own ptxas; no driver is needed).
-It must run without TRITON_INTERPRET. Prints one line per compiled kernel variant; exits 1 on the first failure.
+Run by tests/test_kernels.py in a subprocess. Triton's interpreter, which runs the kernels on CPU in the tests,
+accepts programs that its compiler rejects (types that differ between branches, unsupported ops). This script
+launches the kernel wrappers of `statelayers.kernels.s6la_triton` and `scan_triton` on CPU tensors with the
+launches intercepted, and compiles each launch's kernel, with its argument types and constexprs, to a cubin for
+the given targets (Triton's own ptxas; no driver is needed). It must run without TRITON_INTERPRET. Prints one line
+per compiled kernel variant; exits 1 on the first failure.
 
     python tests/kernel_compile_check.py [--arch 90 80]
 """

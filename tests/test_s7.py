@@ -350,3 +350,60 @@ def test_bf16_autocast_keeps_the_state_in_float32():
     assert a.dtype == torch.complex64 and b.dtype == torch.complex64
     assert y.dtype == torch.bfloat16
     assert (y.float() - m(u)).abs().max() < 0.05 * m(u).abs().max()
+
+
+# ------------------------------------------------------------------------------------- torch.compile, Triton
+
+
+def _step(model, x, **kw):
+    model.zero_grad(set_to_none=True)
+    out = model(x, **kw)
+    out.sum().backward()
+    return out.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+
+@pytest.mark.parametrize("scan_impl", ["auto", "triton"])
+def test_compiles_whole_and_equals_eager(scan_impl):
+    """`torch.compile(fullgraph=True)` of an S7 model (a bidirectional layer, async steps, padded lengths): no
+    graph break, and AOTAutograd's trace equals eager, outputs and gradients. The scan (numba on CPU, Triton
+    where forced, run here in Triton's interpreter) and the per-token bilinear forms are custom ops: the trace
+    holds one op each instead of tracing into numba (which failed) or unrolling loops."""
+    if scan_impl == "triton":
+        pytest.importorskip("triton")
+    torch.manual_seed(0)
+    m = timm.create_model("s7_tiny", in_chans=3, num_classes=4, bidirectional=True, discretization="async",
+                          scan_impl=scan_impl)
+    x, tau, lengths = torch.randn(2, 24, 3), torch.rand(2, 24), torch.tensor([24, 17])
+    eager, eager_grads = _step(m, x, tau=tau, lengths=lengths)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    out, grads = _step(compiled, x, tau=tau, lengths=lengths)
+    torch.testing.assert_close(out, eager, rtol=0, atol=0)
+    assert len(grads) == len(eager_grads)
+    for g, e in zip(grads, eager_grads):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_inductor_compile_matches_eager():
+    torch.manual_seed(0)
+    m = timm.create_model("s7_tiny", in_chans=3, num_classes=4)
+    x = torch.randn(2, 64, 3)
+    eager, eager_grads = _step(m, x)
+    out, grads = _step(torch.compile(m, fullgraph=True), x)
+    torch.testing.assert_close(out, eager, rtol=1e-5, atol=1e-6)
+    for g, e in zip(grads, eager_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+def test_layer_on_the_triton_scan_matches_float64_loop():
+    """The S7 layer with its scan on the Triton kernels (forced; the interpreter here) against the float64
+    reference, bidirectional, as `test_layer_matches_float64_loop` checks the CPU path."""
+    pytest.importorskip("triton")
+    torch.manual_seed(0)
+    m = S7(4, 8, bidirectional=True, scan_impl="triton").double()
+    u = torch.randn(1, 19, 4, dtype=torch.float64)
+    ref = torch.from_numpy(reference_s7(m, u[0].numpy()))
+    y = S7(4, 8, bidirectional=True, scan_impl="triton")
+    y.load_state_dict({k: v.float() for k, v in m.state_dict().items()})
+    out = y(u.float())[0].double()
+    assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
