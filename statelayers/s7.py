@@ -341,13 +341,13 @@ class S7(nn.Module):
             tau = None if tau is None else F.pad(tau, (0, extra))
         a, b = self._elements(u, tau)
         if lengths is not None:
-            valid = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths.to(u.device)[:, None])[..., None]
-            a = torch.where(valid, a, torch.ones_like(a))
-            b = torch.where(valid, b, torch.zeros_like(b))
+            lengths = lengths.to(u.device)
+            valid = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths[:, None])[..., None]
             u = u * valid.to(u.dtype)  # padded steps add nothing to a (partial) pooling window
-        x = linear_scan(a, b, impl=self.scan_impl)
+        # padded steps leave the state unchanged (the Triton scan skips them itself; other paths mask a and b)
+        x = linear_scan(a, b, lengths=lengths, impl=self.scan_impl)
         if self.bidirectional:
-            x = torch.cat([x, linear_scan(a, b, reverse=True, impl=self.scan_impl)], dim=-1)
+            x = torch.cat([x, linear_scan(a, b, reverse=True, lengths=lengths, impl=self.scan_impl)], dim=-1)
         u_read = u
         if s > 1:  # read out the state at the end of each window, with C_k of that step
             x, u_read = x[:, s - 1::s], u[:, s - 1::s]

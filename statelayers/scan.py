@@ -452,28 +452,30 @@ def _triton():
 
 
 @torch.library.custom_op("statelayers::linear_scan", mutates_args=())
-def _scan_op(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool, backend: str) -> torch.Tensor:
+def _scan_op(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, lengths: torch.Tensor | None, reverse: bool,
+             backend: str) -> torch.Tensor:
+    """`lengths` only on the Triton path (the others get padded elements made the identity beforehand)."""
     if backend == "numba":
         return _numba_scan(a, b, h0, reverse)
     if backend == "triton":
-        return _triton().scan_forward(a, b, h0, reverse)
+        return _triton().scan_forward(a, b, h0, lengths, reverse)
     return _torch_scan(a, b, h0, reverse, backend.partition(":")[2] or None)
 
 
 @_scan_op.register_fake
-def _(a, b, h0, reverse, backend):
+def _(a, b, h0, lengths, reverse, backend):
     return torch.empty_like(b, dtype=torch.promote_types(b.dtype, torch.float32),
                             memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("statelayers::linear_scan_backward", mutates_args=())
 def _scan_backward_op(
-    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, gy: torch.Tensor, reverse: bool, backend: str,
-    need_a: bool, need_b: bool, need_h0: bool,
+    a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor | None, lengths: torch.Tensor | None, gy: torch.Tensor,
+    reverse: bool, backend: str, need_a: bool, need_b: bool, need_h0: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(∂a, ∂b, ∂h0); an empty tensor for each one not needed (a custom op returns tensors)."""
     if backend == "triton":
-        return _triton().scan_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0)
+        return _triton().scan_backward(a, h, h0, lengths, gy, reverse, need_a, need_b, need_h0)
     if backend == "numba":
         g_a, g_b, g_h0 = _numba_backward(a, h, h0, gy, reverse, need_a, need_b, need_h0)
     else:
@@ -483,7 +485,7 @@ def _scan_backward_op(
 
 
 @_scan_backward_op.register_fake
-def _(a, h, h0, gy, reverse, backend, need_a, need_b, need_h0):
+def _(a, h, h0, lengths, gy, reverse, backend, need_a, need_b, need_h0):
     def maybe(need, like):
         return torch.empty_like(like, memory_format=torch.contiguous_format) if need and like is not None \
             else a.new_empty(0)
@@ -492,29 +494,48 @@ def _(a, h, h0, gy, reverse, backend, need_a, need_b, need_h0):
 
 
 def _scan_setup(ctx, inputs, output):
-    a, _, h0, reverse, backend = inputs
+    a, _, h0, lengths, reverse, backend = inputs
     ctx.reverse, ctx.backend = reverse, backend
-    ctx.save_for_backward(a, output, h0)
+    ctx.save_for_backward(a, output, h0, lengths)
 
 
 @once_differentiable
 def _scan_backward(ctx, gy):
-    a, h, h0 = ctx.saved_tensors
+    a, h, h0, lengths = ctx.saved_tensors
     need_a, need_b, need_h0 = ctx.needs_input_grad[:3]
     need_h0 = need_h0 and h0 is not None
-    g_a, g_b, g_h0 = _scan_backward_op(a, h, h0, gy.contiguous(), ctx.reverse, ctx.backend, need_a, need_b, need_h0)
-    return (g_a if need_a else None), (g_b if need_b else None), (g_h0 if need_h0 else None), None, None
+    g_a, g_b, g_h0 = _scan_backward_op(a, h, h0, lengths, gy.contiguous(), ctx.reverse, ctx.backend, need_a, need_b,
+                                       need_h0)
+    return (g_a if need_a else None), (g_b if need_b else None), (g_h0 if need_h0 else None), None, None, None
 
 
 _scan_op.register_autograd(_scan_backward, setup_context=_scan_setup)
 
 
-def _scan(a, b, h0, reverse: bool, backend: str) -> torch.Tensor:
+def _scan(a, b, h0, reverse: bool, backend: str, lengths=None) -> torch.Tensor:
     """The fast paths, autocast off (their dtypes are their own); a, b, h0 contiguous, of the path's dtypes."""
     if not torch.amp.is_autocast_available(a.device.type):
-        return _scan_op(a, b, h0, reverse, backend)
+        return _scan_op(a, b, h0, lengths, reverse, backend)
     with torch.autocast(device_type=a.device.type, enabled=False):
-        return _scan_op(a, b, h0, reverse, backend)
+        return _scan_op(a, b, h0, lengths, reverse, backend)
+
+
+def _check_lengths(lengths, a) -> torch.Tensor | None:
+    if lengths is None:
+        return None
+    if not isinstance(lengths, torch.Tensor) or lengths.shape != (a.shape[0],) or lengths.is_floating_point() \
+            or lengths.is_complex():
+        got = tuple(lengths.shape) if isinstance(lengths, torch.Tensor) else type(lengths).__name__
+        raise ValueError(f"linear_scan: lengths must be an integer tensor of shape ({a.shape[0]},), got {got}")
+    if lengths.device != a.device:
+        raise ValueError(f"linear_scan: lengths must be on {a.device} like a and b, got {lengths.device}")
+    return lengths.to(torch.int64).contiguous()
+
+
+def _mask_padded(a, b, lengths):
+    """a = 1 and b = 0 at padded steps (time ≥ lengths[i]): the state passes them unchanged."""
+    valid = (torch.arange(a.shape[1], device=a.device)[None, :] < lengths[:, None])[..., None]
+    return torch.where(valid, a, torch.ones_like(a)), torch.where(valid, b, torch.zeros_like(b))
 
 
 def _auto_impl(a: torch.Tensor) -> str:
@@ -525,7 +546,7 @@ def _auto_impl(a: torch.Tensor) -> str:
     return "triton" if a.is_cuda and triton_available() and a.dtype in _TRITON_DTYPES else "torch"
 
 
-def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
+def linear_scan(a, b, h0=None, *, reverse=False, lengths=None, impl="auto") -> torch.Tensor:
     """All states of `h_k = a_k * h_{k-1} + b_k` (k = 0..L-1, `h_{-1} = h0`), shape `(B, L, P)`.
 
     Args:
@@ -533,6 +554,9 @@ def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
             float16/bfloat16 (computed and returned in float32). Any strides (copied if needed).
         h0: `(batch, lanes)` initial state, dtype of `a` (or the float32 state dtype); default zeros.
         reverse: run from the last step to the first, `h_k = a_k * h_{k+1} + b_k`, `h_L = h0`.
+        lengths: optional `(batch,)` integers: steps `k >= lengths[i]` of sample i are padding, where the state
+            passes unchanged (a = 1, b = 0; their a and b get zero gradients), so a reverse scan starts at each
+            sample's own end. Not checked against L (that would wait for the device).
         impl: "auto", "numba", "triton", "torch" or "reference" (see the module docstring).
 
     Differentiable w.r.t. a, b and h0 (once; double backward raises on the fast paths).
@@ -541,6 +565,12 @@ def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
         raise ValueError(f"linear_scan: unknown impl {impl!r}; expected one of {', '.join(IMPLS)}")
     a_in, b_in = a, b
     a, b, h0 = _prepare(a, b, h0)
+    lengths = _check_lengths(lengths, a)
+    if impl == "auto":
+        impl = _auto_impl(a_in)
+    if lengths is not None and impl != "triton":  # the Triton kernels skip padded steps themselves
+        a, b = _mask_padded(a, b, lengths)
+        lengths = None
     if impl == "reference":
         return linear_scan_reference(a, b, h0, reverse=reverse)
     if impl == "numba":
@@ -548,8 +578,6 @@ def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
             raise ValueError(f"linear_scan: impl='numba' runs on CPU tensors only, got device {a.device}")
         if not numba_available():
             raise ValueError("linear_scan: impl='numba' needs numba (pip install numba); impl='torch' needs nothing")
-    if impl == "auto":
-        impl = _auto_impl(a_in)
     if impl == "triton":
         from .kernels import check_device
 
@@ -559,4 +587,4 @@ def linear_scan(a, b, h0=None, *, reverse=False, impl="auto") -> torch.Tensor:
         check_device(a_in)
         a, b = a_in, b_in  # half inputs are read as they are: no float32 copy
     h0 = None if h0 is None else h0.contiguous()
-    return _scan(a.contiguous(), b.contiguous(), h0, bool(reverse), impl)
+    return _scan(a.contiguous(), b.contiguous(), h0, bool(reverse), impl, lengths)

@@ -100,12 +100,13 @@ def main(argv=None) -> int:
     for dtype in (torch.float32, torch.bfloat16, torch.complex64):
         a, b = torch.randn(bsz, length, n, dtype=dtype), torch.randn(bsz, length, n, dtype=dtype)
         h0 = torch.randn(bsz, n, dtype=torch.promote_types(dtype, torch.float32))
+        lengths = torch.tensor([length, 7, 0])
         for reverse in (False, True):
-            for init in (h0, None):
-                h = S.scan_forward(a, b, init, reverse)
-                S.scan_backward(a, h, init, h.clone(), reverse, True, True, init is not None)
-        S.scan_backward(a, h, None, h.clone(), False, False, True, False)  # ∂b only
-        S.scan_forward(a[:, :5], b[:, :5], h0, False)  # one chunk: starts from h0 directly
+            for init, lens in ((h0, None), (None, None), (h0, lengths)):
+                h = S.scan_forward(a, b, init, lens, reverse)
+                S.scan_backward(a, h, init, lens, h.clone(), reverse, True, True, init is not None)
+        S.scan_backward(a, h, None, None, h.clone(), False, False, True, False)  # ∂b only
+        S.scan_forward(a[:, :5], b[:, :5], h0, None, False)  # one chunk: starts from h0 directly
     print(f"{len(compiled)} kernel variants compiled for sm_{' sm_'.join(map(str, args.arch))}")
     return 0
 

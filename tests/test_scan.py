@@ -25,7 +25,7 @@ def _small_blocks(request, monkeypatch):
         monkeypatch.setattr(kernels, "MAX_TILE", 16)  # 2 lanes per program: lane blocks and their masks
 
 
-def run(impl, a, b, h0=None, reverse=False):
+def run(impl, a, b, h0=None, reverse=False, lengths=None):
     if impl.startswith("numba"):
         pytest.importorskip("numba")
         impl = "numba"
@@ -33,8 +33,10 @@ def run(impl, a, b, h0=None, reverse=False):
         pytest.importorskip("triton")
         impl = "triton"
     if impl.startswith("torch:"):
+        if lengths is not None:
+            a, b = scan._mask_padded(a, b, lengths)
         return scan._scan(a.contiguous(), b.contiguous(), h0, reverse, impl)
-    return linear_scan(a, b, h0, reverse=reverse, impl=impl)
+    return linear_scan(a, b, h0, reverse=reverse, lengths=lengths, impl=impl)
 
 
 def loop64(a, b, h0=None, reverse=False):
@@ -362,3 +364,24 @@ def test_triton_carries_many_chunks_stably(monkeypatch, dtype=torch.complex64):
     ra, rb = torch.autograd.grad(loop64(wa, wb).abs().sum(), (wa, wb))
     assert_close32(ga, ra, "grad a")
     assert_close32(gb, rb, "grad b")
+
+
+@pytest.mark.parametrize("impl", IMPLS + ["triton:chunks"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lengths_make_padded_steps_the_identity(impl, reverse):
+    """`lengths`: the scan equals the plain scan of a and b with a = 1, b = 0 at the padded steps (what S7 did
+    before), values and gradients; the padded steps' a and b get zero gradients."""
+    gen = torch.Generator().manual_seed(8)
+    a, b, h0 = random_inputs((3, 21, 2), torch.complex64, gen)
+    lengths = torch.tensor([21, 9, 0])
+    valid = (torch.arange(21)[None, :] < lengths[:, None])[..., None]
+    ins = [t.clone().requires_grad_() for t in (a, b, h0)]
+    wide = [t.detach().to(torch.complex128).requires_grad_() for t in (a, b, h0)]
+    y = run(impl, ins[0], ins[1], ins[2], reverse, lengths=lengths)
+    ref = loop64(torch.where(valid, wide[0], 1), torch.where(valid, wide[1], 0), wide[2], reverse)
+    assert_close32(y.detach(), ref.detach(), "h")
+    gy = random_inputs((3, 21, 2), torch.complex64, gen)[1]
+    grads = torch.autograd.grad(y, ins, gy)
+    for name, g, r in zip(["a", "b", "h0"], grads, torch.autograd.grad(ref, wide, gy.to(ref.dtype))):
+        assert_close32(g, r, f"grad {name}")
+    assert not grads[0][~valid.expand_as(a)].abs().any() and not grads[1][~valid.expand_as(b)].abs().any()

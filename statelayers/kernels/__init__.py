@@ -86,6 +86,6 @@ def check_device(t: torch.Tensor) -> None:
         raise ValueError(f"{ENV}=triton, but Triton is not installed (pip install triton)")
     if not t.is_cuda and not _INTERPRET:
         raise ValueError(
-            f"{ENV}=triton on CPU tensors needs TRITON_INTERPRET=1 (Triton has no CPU backend; its interpreter "
-            f"is slow and meant for tests), or {ENV}=auto for the torch reference on CPU"
+            "the Triton kernels got CPU tensors: set TRITON_INTERPRET=1 to run them in Triton's interpreter (slow, "
+            f"for tests), or take the torch path on CPU ({ENV}=auto for S6LA, impl='auto' for linear_scan)"
         )

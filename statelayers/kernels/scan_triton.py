@@ -78,22 +78,34 @@ def _store(ptr, off, mask, re, im, COMPLEX: tl.constexpr):
 
 
 @triton.jit
-def _elements(a_ptr, b_ptr, n, s, p, L, P, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
+def _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
               COMPLEX: tl.constexpr, REV: tl.constexpr, SHIFT_A: tl.constexpr):
-    """(a_re, a_im, b_re, b_im) of scan steps s × lanes p of sample n, float32; past the end the identity
-    (a = 1, b = 0). With SHIFT_A, a at step s is conj(a at step s - 1), and 0 at step 0."""
-    valid = (s[:, None] < L) & (p[None, :] < P)
+    """(a_re, a_im, b_re, b_im) of scan steps s × lanes p of sample n, float32; the identity (a = 1, b = 0) past
+    the end and at the sample's padded steps (time ≥ `length`). With SHIFT_A (the backward), a at step s is
+    conj(a at step s - 1) (1 where that step is padded, 0 at step 0), and b is read at padded steps too."""
+    inside = (s[:, None] < L) & (p[None, :] < P)
     t = _time(s, L, REV)
-    b_re, b_im = _load(b_ptr, n * sb_b + t[:, None] * sb_l + p[None, :] * sb_p, valid, COMPLEX)
+    valid = inside & (t[:, None] < length)
+    # the backward's b is ∂h, which padded steps have too (their h is the state carried through)
+    b_re, b_im = _load(b_ptr, n * sb_b + t[:, None] * sb_l + p[None, :] * sb_p, inside if SHIFT_A else valid,
+                       COMPLEX)
     if SHIFT_A:
-        va = valid & (s[:, None] >= 1)
-        a_re, a_im = _load(a_ptr, n * sa_b + _time(s - 1, L, REV)[:, None] * sa_l + p[None, :] * sa_p, va, COMPLEX)
+        t_prev = _time(s - 1, L, REV)
+        va = inside & (s[:, None] >= 1) & (t_prev[:, None] < length)
+        a_re, a_im = _load(a_ptr, n * sa_b + t_prev[:, None] * sa_l + p[None, :] * sa_p, va, COMPLEX)
         a_im = -a_im
-        a_re = tl.where(valid, a_re, 1.0)  # step 0: 0 (loaded as such); past the end: the identity
+        a_re = tl.where(va | (s[:, None] == 0), a_re, 1.0)  # step 0: 0 (loaded as such); else the identity
     else:
         a_re, a_im = _load(a_ptr, n * sa_b + t[:, None] * sa_l + p[None, :] * sa_p, valid, COMPLEX)
         a_re = tl.where(valid, a_re, 1.0)
     return a_re, a_im, b_re, b_im
+
+
+@triton.jit
+def _length(len_ptr, n, L, HAS_LEN: tl.constexpr):
+    if HAS_LEN:
+        return tl.load(len_ptr + n).to(tl.int32)
+    return L
 
 
 @triton.jit
@@ -108,15 +120,16 @@ def _scan_tile(a_re, a_im, b_re, b_im, COMPLEX: tl.constexpr):
 
 
 @triton.jit
-def _scan_aggregate(a_ptr, b_ptr, agg_ptr, L, P, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
-                    COMPLEX: tl.constexpr, REV: tl.constexpr, SHIFT_A: tl.constexpr,
+def _scan_aggregate(a_ptr, b_ptr, len_ptr, agg_ptr, L, P, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
+                    COMPLEX: tl.constexpr, REV: tl.constexpr, SHIFT_A: tl.constexpr, HAS_LEN: tl.constexpr,
                     BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
     """agg[n, c] = the total (∏a, h from zero) of chunk c: 4 rows of P floats (re/im of each)."""
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(2)
     s = c * BLOCK_T + tl.arange(0, BLOCK_T)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
+    length = _length(len_ptr, n, L, HAS_LEN)
+    a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
                                        COMPLEX, REV, SHIFT_A)
     pa_re, pa_im, h_re, h_im = _scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
     last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]  # steps past the end are the identity
@@ -157,18 +170,20 @@ def _scan_carry(agg_ptr, h0_ptr, start_ptr, C, P, s0_b, s0_p,
 
 
 @triton.jit
-def _scan_apply(a_ptr, b_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr, gh0_ptr, L, P,
+def _scan_apply(a_ptr, b_ptr, len_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr, gh0_ptr, L, P,
                 sa_b, sa_l, sa_p, sb_b, sb_l, sb_p, so_b, so_l, so_p, sh_b, sh_l, sh_p, s0_b, s0_p,
-                COMPLEX: tl.constexpr, REV: tl.constexpr, SHIFT_A: tl.constexpr, FROM_START: tl.constexpr,
-                HAS_H0: tl.constexpr, STORE_OUT: tl.constexpr, GRAD_A: tl.constexpr, GRAD_H0: tl.constexpr,
-                BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
-    """out at chunk c = (∏a) · start + (scan from zero); the backward's ∂a and ∂h0 from it (module docstring)."""
+                COMPLEX: tl.constexpr, REV: tl.constexpr, SHIFT_A: tl.constexpr, HAS_LEN: tl.constexpr,
+                FROM_START: tl.constexpr, HAS_H0: tl.constexpr, STORE_OUT: tl.constexpr, GRAD_A: tl.constexpr,
+                GRAD_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_P: tl.constexpr):
+    """out at chunk c = (∏a) · start + (scan from zero); the backward's ∂a and ∂h0 from it (module docstring).
+    In the backward (SHIFT_A) padded steps get ∂a = ∂b = 0: their elements were constants."""
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(2)
     s = c * BLOCK_T + tl.arange(0, BLOCK_T)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
-    a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
+    length = _length(len_ptr, n, L, HAS_LEN)
+    a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
                                        COMPLEX, REV, SHIFT_A)
     pa_re, pa_im, h_re, h_im = _scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
     if FROM_START:  # the state entering this chunk, from _scan_carry
@@ -188,8 +203,13 @@ def _scan_apply(a_ptr, b_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr, gh0_ptr
     o_im = pa_re * s_im[None, :] + pa_im * s_re[None, :] + h_im
     valid = (s[:, None] < L) & pm[None, :]
     t = _time(s, L, REV)
+    real_step = t[:, None] < length  # not padded
     if STORE_OUT:
-        _store(out_ptr, n * so_b + t[:, None] * so_l + p[None, :] * so_p, valid, o_re, o_im, COMPLEX)
+        off = n * so_b + t[:, None] * so_l + p[None, :] * so_p
+        if SHIFT_A:  # the backward's ∂b: zero at padded steps
+            _store(out_ptr, off, valid, tl.where(real_step, o_re, 0.0), tl.where(real_step, o_im, 0.0), COMPLEX)
+        else:
+            _store(out_ptr, off, valid, o_re, o_im, COMPLEX)
     if GRAD_A:  # ∂a = g · conj(h of the next scan step), h0 past the last
         nxt = valid & (s[:, None] + 1 < L)
         q_re, q_im = _load(h_ptr, n * sh_b + _time(s + 1, L, REV)[:, None] * sh_l + p[None, :] * sh_p, nxt,
@@ -199,11 +219,13 @@ def _scan_apply(a_ptr, b_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr, gh0_ptr
             z_re, z_im = _load(h0_ptr, n * s0_b + (p * s0_p)[None, :] + s[:, None] * 0, at_end, COMPLEX)
             q_re, q_im = q_re + z_re, q_im + z_im
         _store(ga_ptr, n * sa_b + t[:, None] * sa_l + p[None, :] * sa_p, valid,
-               o_re * q_re + o_im * q_im, o_im * q_re - o_re * q_im, COMPLEX)
-    if GRAD_H0:  # ∂h0 = conj(a) · g at the last scan step (the forward's first)
+               tl.where(real_step, o_re * q_re + o_im * q_im, 0.0),
+               tl.where(real_step, o_im * q_re - o_re * q_im, 0.0), COMPLEX)
+    if GRAD_H0:  # ∂h0 = conj(a) · g at the last scan step (the forward's first; a = 1 there if it is padded)
         if (c + 1) * BLOCK_T >= L:
             last = (s[:, None] == L - 1) & pm[None, :]
-            f_re, f_im = _load(a_ptr, n * sa_b + t[:, None] * sa_l + p[None, :] * sa_p, last, COMPLEX)
+            f_re, f_im = _load(a_ptr, n * sa_b + t[:, None] * sa_l + p[None, :] * sa_p, last & real_step, COMPLEX)
+            f_re = tl.where(real_step, f_re, 1.0)
             g_re = tl.sum(tl.where(last, f_re * o_re + f_im * o_im, 0.0), axis=0)
             g_im = tl.sum(tl.where(last, f_re * o_im - f_im * o_re, 0.0), axis=0)
             if COMPLEX:
@@ -235,7 +257,7 @@ def _launch_shape(bsz: int, length: int, lanes: int, complex_: bool) -> tuple[in
     return chunk, block_p, triton.cdiv(length, chunk), triton.cdiv(lanes, block_p)
 
 
-def _run(a, b, h0, out, reverse, shift_a, h=None, g_a=None, g_h0=None, store_out=True):
+def _run(a, b, h0, lengths, out, reverse, shift_a, h=None, g_a=None, g_h0=None, store_out=True):
     """One scan of a (B, L, P) problem in scan order (time order, or reversed with `reverse`)."""
     bsz, length, lanes = b.shape
     complex_ = b.is_complex()
@@ -248,8 +270,9 @@ def _run(a, b, h0, out, reverse, shift_a, h=None, g_a=None, g_h0=None, store_out
     if n_chunks > 1:
         agg = torch.empty((bsz, n_chunks, 4, lanes), **f32)
         start = torch.empty((bsz, n_chunks, 2, lanes), **f32)
-        _scan_aggregate[grid](ar, br, agg, length, lanes, *_strides(ar), *_strides(br),
-                              COMPLEX=complex_, REV=reverse, SHIFT_A=shift_a, BLOCK_T=chunk, BLOCK_P=block_p)
+        _scan_aggregate[grid](ar, br, lengths if lengths is not None else dummy, agg, length, lanes, *_strides(ar),
+                              *_strides(br), COMPLEX=complex_, REV=reverse, SHIFT_A=shift_a,
+                              HAS_LEN=lengths is not None, BLOCK_T=chunk, BLOCK_P=block_p)
         _scan_carry[(bsz, n_lanes)](agg, h0r if h0r is not None else agg, start, n_chunks, lanes,
                                     *(h0r.stride()[:2] if h0r is not None else (0, 0)),
                                     COMPLEX=complex_, HAS_H0=h0r is not None, BLOCK_P=block_p)
@@ -257,29 +280,34 @@ def _run(a, b, h0, out, reverse, shift_a, h=None, g_a=None, g_h0=None, store_out
     so = _strides(outr) if outr is not None else (0, 0, 0)
     sh = _strides(hr) if hr is not None else (0, 0, 0)
     _scan_apply[grid](
-        ar, br, start if start is not None else dummy, h0r if h0r is not None else dummy,
+        ar, br, lengths if lengths is not None else dummy, start if start is not None else dummy,
+        h0r if h0r is not None else dummy,
         outr if outr is not None else dummy, hr if hr is not None else dummy, gar if gar is not None else dummy,
         gh0r if gh0r is not None else dummy, length, lanes, *_strides(ar), *_strides(br), *so, *sh, *s0,
-        COMPLEX=complex_, REV=reverse, SHIFT_A=shift_a, FROM_START=start is not None, HAS_H0=h0r is not None,
+        COMPLEX=complex_, REV=reverse, SHIFT_A=shift_a, HAS_LEN=lengths is not None, FROM_START=start is not None,
+        HAS_H0=h0r is not None,
         STORE_OUT=store_out, GRAD_A=g_a is not None, GRAD_H0=g_h0 is not None, BLOCK_T=chunk, BLOCK_P=block_p,
     )
 
 
-def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, reverse: bool) -> torch.Tensor:
-    """All states, in float32 (or complex64); a and b of one dtype (float32/bf16/fp16 or complex64)."""
+def scan_forward(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, lengths: torch.Tensor | None,
+                 reverse: bool) -> torch.Tensor:
+    """All states, in float32 (or complex64); a and b of one dtype (float32/bf16/fp16 or complex64); steps at or
+    past `lengths[i]` (int64, (B,)) are the identity for sample i."""
     out = torch.empty(b.shape, dtype=torch.promote_types(b.dtype, torch.float32), device=b.device)
     if b.shape[1]:
-        _run(a, b, h0, out, reverse, shift_a=False)
+        _run(a, b, h0, lengths, out, reverse, shift_a=False)
     return out
 
 
-def scan_backward(a, h, h0, gy, reverse, need_a: bool, need_b: bool, need_h0: bool):
+def scan_backward(a, h, h0, lengths, gy, reverse, need_a: bool, need_b: bool, need_h0: bool):
     """(∂a, ∂b, ∂h0) in the dtypes of a, b (= a's) and h0; empty tensors for those not needed."""
     g_b = torch.empty_like(a, memory_format=torch.contiguous_format) if need_b else a.new_empty(0)
     g_a = torch.empty_like(a, memory_format=torch.contiguous_format) if need_a else a.new_empty(0)
     g_h0 = torch.empty_like(h0) if need_h0 and h0 is not None else a.new_empty(0)
     if a.shape[1] and (need_a or need_b or need_h0):
-        _run(a, gy, h0, g_b if need_b else None, not reverse, shift_a=True, h=h, g_a=g_a if need_a else None,
+        _run(a, gy, h0, lengths, g_b if need_b else None, not reverse, shift_a=True, h=h,
+             g_a=g_a if need_a else None,
              g_h0=g_h0 if need_h0 and h0 is not None else None, store_out=need_b)
     elif need_h0 and h0 is not None:
         g_h0.zero_()
