@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import fused_path
+from .kernels.s7_ops import s7_scan
 from .ssm import mamba_dt_bias, state_float
 
 __all__ = ["S7", "S7Block", "hippo_legs_eigenvalues", "stable_map", "stable_map_inverse"]
@@ -254,36 +256,53 @@ class S7(nn.Module):
         with torch.autocast(device_type=u.device.type, enabled=False):
             return self._discretize(state_float(u), tau)
 
-    def _discretize(self, uf: torch.Tensor, tau: torch.Tensor | None):
+    def _discretization_inputs(self, uf: torch.Tensor):
+        """(Δ (B, L, P'), B_k u_k (parts, B, L, P')) of the input in state precision (`uf`)."""
         n, h = self.n_states, self.d_model
         parts = 2 if self.complex_state else 1
         lead = uf.shape[:-1]
         if self.input_dependent:
             w, bias = state_float(self.x_proj.weight), state_float(self.x_proj.bias)
-            r0, r1, r2 = self._rows()
+            r0, r1, _ = self._rows()
             d = F.linear(uf, w[:r0], bias[:r0])
             delta = F.softplus(F.linear(d, state_float(self.dt_proj.weight), state_float(self.dt_proj.bias)))
             # B_k u_k without materialising the per-token B_k (P'×H per token): a chunked bilinear form
             flat = uf.reshape(-1, h)
             bu = token_bilinear(flat, flat, w[r0:r1], bias[r0:r1], parts * n)
-            bu = bu.view(*lead, parts, n).movedim(-2, 0)
-        else:
-            delta = torch.exp(state_float(self.log_dt)).to(uf.dtype).expand(*lead, n)
-            bu = torch.einsum("blh,cph->cblp", uf, state_float(self.B).to(uf.dtype))
+            return delta, bu.view(*lead, parts, n).movedim(-2, 0)
+        delta = torch.exp(state_float(self.log_dt)).to(uf.dtype).expand(*lead, n)
+        return delta, torch.einsum("blh,cph->cblp", uf, state_float(self.B).to(uf.dtype))
+
+    def _discretize(self, uf: torch.Tensor, tau: torch.Tensor | None):
+        delta, bu = self._discretization_inputs(uf)
         if self.transition == "direct":
-            wk = F.linear(uf, w[r2:], bias[r2:])
+            w, bias = state_float(self.x_proj.weight), state_float(self.x_proj.bias)
+            wk = F.linear(uf, w[self._rows()[2]:], bias[self._rows()[2]:])
             wt = self.lambda_w.to(uf.dtype) + wk
             return 1.0 - 1.0 / (self.stable_a * wt.square() + self.stable_b), bu[0]
         cdtype = torch.complex128 if uf.dtype == torch.float64 else torch.complex64
         lam = self.eigenvalues().to(cdtype if self.complex_state else uf.dtype)
-        step = delta if tau is None else delta * tau.to(delta.dtype)[..., None]
-        lam_bar = torch.exp(lam * step)
         b = torch.complex(bu[0], bu[1]) if self.complex_state else bu[0]
-        if self.discretization == "zoh":
-            b = (lam_bar - 1.0) / lam * b
-        elif self.discretization == "async":  # the input is normalised by the unit step; the gap only decays
-            b = (torch.exp(lam * delta) - 1.0) / lam * b
-        return lam_bar, b
+        return discretize(lam, delta, b, tau, self.discretization)
+
+    def _fused_scan(self, u: torch.Tensor) -> bool:
+        """Discretise inside the scan kernels (kernels/s7_ops.py)? On CUDA by default (scan_impl "auto" and the
+        kernel setting, kernels/__init__.py), wherever `scan_impl="triton"`; complex states only."""
+        if not self.complex_state or self.transition == "direct" or self.scan_impl not in ("auto", "triton"):
+            return False
+        return self.scan_impl == "triton" or fused_path(u)
+
+    def _states_fused(self, u: torch.Tensor, tau: torch.Tensor | None, lengths: torch.Tensor | None):
+        """The states (B, L, dirs·P') from the fused discretisation and scan; the same as the reference path."""
+        if self.discretization == "async" and tau is None:
+            raise ValueError("discretization='async' needs tau, the time since the previous event, of shape (B, L)")
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            delta, bu = self._discretization_inputs(u.float())
+            lam = self.eigenvalues().to(torch.complex64)
+            x = s7_scan(delta, bu, lam, tau, lengths, self.discretization)
+            if self.bidirectional:
+                x = torch.cat([x, s7_scan(delta, bu, lam, tau, lengths, self.discretization, reverse=True)], dim=-1)
+        return x
 
     def _read(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         """Re(C_k x_k) for states x (B, L', dirs·P') and the inputs u (B, L', H) that C_k is computed from."""
@@ -339,15 +358,19 @@ class S7(nn.Module):
                 lengths = torch.full((u.shape[0],), u.shape[1], dtype=torch.long, device=u.device)
             u = F.pad(u, (0, 0, 0, extra))
             tau = None if tau is None else F.pad(tau, (0, extra))
-        a, b = self._elements(u, tau)
         if lengths is not None:
             lengths = lengths.to(u.device)
+        # padded steps leave the state unchanged (the Triton kernels skip them themselves; other paths mask a, b)
+        if self._fused_scan(u):
+            x = self._states_fused(u, tau, lengths)
+        else:
+            a, b = self._elements(u, tau)
+            x = linear_scan(a, b, lengths=lengths, impl=self.scan_impl)
+            if self.bidirectional:
+                x = torch.cat([x, linear_scan(a, b, reverse=True, lengths=lengths, impl=self.scan_impl)], dim=-1)
+        if lengths is not None:
             valid = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths[:, None])[..., None]
             u = u * valid.to(u.dtype)  # padded steps add nothing to a (partial) pooling window
-        # padded steps leave the state unchanged (the Triton scan skips them itself; other paths mask a and b)
-        x = linear_scan(a, b, lengths=lengths, impl=self.scan_impl)
-        if self.bidirectional:
-            x = torch.cat([x, linear_scan(a, b, reverse=True, lengths=lengths, impl=self.scan_impl)], dim=-1)
         u_read = u
         if s > 1:  # read out the state at the end of each window, with C_k of that step
             x, u_read = x[:, s - 1::s], u[:, s - 1::s]
@@ -382,6 +405,20 @@ class S7(nn.Module):
                 return None, new
         y = self._read(x[:, None], u_read[:, None])[:, 0] + state_like(self.D, x) * state_like(u_k, x)
         return y.to(u_k.dtype) if u_k.dtype in (torch.bfloat16, torch.float16) else y, new
+
+
+def discretize(lam: torch.Tensor, delta: torch.Tensor, bu: torch.Tensor, tau: torch.Tensor | None,
+               discretization: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scan's elements (Λ̄_k, γ_k ⊙ B_k u_k): Λ̄ = exp(Λ Δ τ) and γ = (Λ̄ − 1)/Λ (zoh) · 1 (dirac) ·
+    (exp(Λ Δ) − 1)/Λ (async: the input is normalised by the unit step; the gap only decays). The readable
+    reference of `kernels/s7_ops.s7_scan`, which computes them inside the scan."""
+    step = delta if tau is None else delta * tau.to(delta.dtype)[..., None]
+    lam_bar = torch.exp(lam * step)
+    if discretization == "zoh":
+        bu = (lam_bar - 1.0) / lam * bu
+    elif discretization == "async":
+        bu = (torch.exp(lam * delta) - 1.0) / lam * bu
+    return lam_bar, bu
 
 
 # `out[n, m] = Σ_k (W u_n + b)[m·K + k] · v_n[k]`, in chunks of tokens: `C_k x_k` (and `B_k u_k`) with the

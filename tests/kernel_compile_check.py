@@ -1,4 +1,4 @@
-"""Compile every Triton kernel (fused S6LA updates, linear scan) for a GPU target, without a GPU.
+"""Compile every Triton kernel (fused S6LA updates, linear scan, S7 scan) for a GPU target, without a GPU.
 
 Run by tests/test_kernels.py in a subprocess. Triton's interpreter, which runs the kernels on CPU in the tests,
 accepts programs that its compiler rejects (types that differ between branches, unsupported ops). This script
@@ -7,7 +7,7 @@ launches intercepted, and compiles each launch's kernel, with its argument types
 the given targets (Triton's own ptxas; no driver is needed). It must run without TRITON_INTERPRET. Prints one line
 per compiled kernel variant; exits 1 on the first failure.
 
-    python tests/kernel_compile_check.py [--arch 90 80]
+    python tests/kernel_compile_check.py [--arch 90 80] [--all]
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ def _type(value) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--arch", type=int, nargs="+", default=[90])
+    p.add_argument("--all", action="store_true",
+                   help="every combination of options (default: each constexpr branch taken both ways at least once)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("run without TRITON_INTERPRET=1 (the kernels must be compiled, not interpreted)", file=sys.stderr)
@@ -74,7 +76,9 @@ def main(argv=None) -> int:
     JITFunction.__getitem__ = launch  # intercept `kernel[grid](...)`: compile instead of launching
 
     bsz, n, hh, ww, d, r = 3, 5, 7, 9, 37, 5
-    for selective, rms, drop in itertools.product((True, False), repeat=3):
+    flag_sets = list(itertools.product((True, False), repeat=3)) if args.all else [(True, True, False),
+                                                                                  (False, False, True)]
+    for selective, rms, drop in flag_sets:
         default = selective and rms and not drop  # the models' default: also bf16 and a missing gradient
         for dtype in (torch.float32, torch.bfloat16) if default else (torch.float32,):
             u = torch.randn(bsz, n, hh, ww, dtype=dtype)
@@ -101,12 +105,25 @@ def main(argv=None) -> int:
         a, b = torch.randn(bsz, length, n, dtype=dtype), torch.randn(bsz, length, n, dtype=dtype)
         h0 = torch.randn(bsz, n, dtype=torch.promote_types(dtype, torch.float32))
         lengths = torch.tensor([length, 7, 0])
-        for reverse in (False, True):
-            for init, lens in ((h0, None), (None, None), (h0, lengths)):
+        every = args.all or dtype == torch.complex64
+        for reverse in (False, True) if every else (dtype == torch.bfloat16,):
+            for init, lens in ((h0, None), (None, None), (h0, lengths)) if every else ((h0, lengths),):
                 h = S.scan_forward(a, b, init, lens, reverse)
                 S.scan_backward(a, h, init, lens, h.clone(), reverse, True, True, init is not None)
         S.scan_backward(a, h, None, None, h.clone(), False, False, True, False)  # ∂b only
         S.scan_forward(a[:, :5], b[:, :5], h0, None, False)  # one chunk: starts from h0 directly
+    from statelayers.kernels import s7_triton as S7K
+
+    delta = torch.rand(bsz, length, n)
+    bu = torch.randn(bsz, length, 2, n).movedim(2, 0)
+    lam = torch.complex(-torch.rand(n) - 0.1, torch.randn(n))
+    tau, lens = torch.rand(bsz, length), torch.tensor([length, 7, 0])
+    s7_cases = list(itertools.product(S7K.MODES.values(), (False, True), ((None, None), (tau, lens))))
+    if not args.all:
+        s7_cases = [(S7K.ZOH, False, (None, None)), (S7K.DIRAC, True, (tau, lens)), (S7K.ASYNC, False, (tau, lens))]
+    for mode, reverse, (t, ln) in s7_cases:
+        x = S7K.s7_scan_forward(delta, bu, lam, t, ln, mode, reverse)
+        S7K.s7_scan_backward(x.clone(), x, delta, bu, lam, t, ln, mode, reverse)
     print(f"{len(compiled)} kernel variants compiled for sm_{' sm_'.join(map(str, args.arch))}")
     return 0
 
