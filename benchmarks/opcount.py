@@ -20,6 +20,9 @@ machine with the same torch version; they take about 5 minutes for every family 
     python benchmarks/opcount.py --families resnet50     # one family
     python benchmarks/opcount.py --smallest              # CIFAR ResNet-20, ~20 s: proves the script runs (CI)
     python benchmarks/opcount.py --by-op s6la_resnet50   # also list which ops S6LA adds, by name
+
+The S7 table counts `s7_small` and `s5_small` on the torch scan (at L = 4,096) and on the fused Triton path (at L =
+64 and 128: the interpreter runs its scans one element at a time; the script checks that the count is the same).
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ FAMILIES = {  # family: (vanilla, [aggregation models], input shape of a batch o
     "pvt_v2_b0": ("pvt_v2_b0", ["s6la_pvt_v2_b0"], (2, 3, 224, 224), None),
 }
 SMALLEST = {"cifar_resnet20": ("cifar_resnet20", ["s6la_cifar_resnet20"], (2, 1, 28, 28), 1.60)}
+# S7 sequence models (8 input channels, batch 2), by scan path: "torch" (scan_impl="torch", the pure-torch scan,
+# which CUDA ran before the Triton kernels: its L-dependent chunk loop is one custom op now), "fused" (Triton: the
+# discretisation inside the scan kernels). The fused count does not depend on L (the script checks it at two).
+S7_MODELS = ("s7_small", "s5_small")
+S7_LENGTH, S7_FUSED_LENGTHS = 4096, (64, 128)
 
 
 def parse_args(argv=None):
@@ -52,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--by-op", nargs="+", default=[], metavar="MODEL",
                    help="also print, per op name, how many more ops MODEL dispatches than its vanilla (each path)")
     p.add_argument("--no-check", action="store_true", help="exit 0 even when a budget is exceeded")
+    p.add_argument("--no-s7", action="store_true", help="leave out the S7 sequence models' table")
     p.add_argument("--out", help="append the report (markdown) to this file")
     return p.parse_args(argv)
 
@@ -110,6 +119,21 @@ def main(argv=None) -> int:
                                 "| op | vanilla | model | difference |", "|---|---|---|---|", *lines]
         print(f"[{fam} done, {time.time() - start:.0f} s]", file=sys.stderr, flush=True)
 
+    s7_rows = []
+    if not (args.no_s7 or args.smallest):
+        for name in S7_MODELS:
+            for path, impl, lengths in (("torch", "torch", (S7_LENGTH,)), ("fused", "triton", S7_FUSED_LENGTHS)):
+                counts = []
+                for length in lengths:
+                    torch.manual_seed(0)
+                    model = timm.create_model(name, in_chans=8, num_classes=10, scan_impl=impl).to(device)
+                    counts.append(sum(count_step_ops(model, torch.randn(2, length, 8, device=device)).values()))
+                if len(set(counts)) != 1:
+                    print(f"error: {name} {path}: the op count depends on L ({counts})", file=sys.stderr)
+                    return 1
+                s7_rows.append([name, path, " and ".join(map(str, lengths)), f"{counts[0]:,}"])
+        print(f"[s7 done, {time.time() - start:.0f} s]", file=sys.stderr, flush=True)
+
     header = ["family", "model", "path", "ops per step", "ratio to vanilla", "budget", "casts (_to_copy)"]
     import timm as _timm
 
@@ -126,6 +150,10 @@ def main(argv=None) -> int:
         *(v for _, v in verdicts),
         *details,
     ]
+    if s7_rows:
+        lines += ["", "S7 sequence models (8 channels, batch 2, bf16 training step):", "",
+                  "| model | scan path | L | ops per step |", "|---|---|---|---|",
+                  *("| " + " | ".join(r) + " |" for r in s7_rows)]
     text = "\n".join(lines)
     print(text)
     if args.out:
