@@ -1,6 +1,6 @@
 """What S6LA buys: vanilla vs S6LA vs RLA vs MRLA on CIFAR-style ResNet-56 and ResNet-110, on Fashion-MNIST.
 
-Every run goes through the training engine (`statelayers.engine.train`) with one recipe and one budget for all
+Every run goes through the training engine (`statelayers.engine.loop.train`) with one recipe and one budget for all
 models: recipe `small` (SGD 0.9, wd 5e-4, lr 0.1 per 128 images, 1 warm-up epoch then cosine, 2-px padded crop +
 flip, batch 128), a class-balanced training subset picked by the seed (the same images for every model of a seed),
 and a fixed evaluation set. Models: `cifar_resnet{D}`, `s6la_cifar_resnet{D}` (N = 16), `rla_cifar_resnet{D}`,
@@ -251,7 +251,7 @@ def machine_lines(script: str, threads: int) -> list[str]:
     import timm
     import torch
 
-    from statelayers.profile import cpu_model
+    from statelayers.tools.profile import cpu_model
 
     return [
         f"- command: `python {' '.join([os.path.relpath(script)] + sys.argv[1:])}`",
@@ -290,7 +290,7 @@ def check_existing(run_dir: Path, cfg) -> None:
 def run_job(cfg, run_dir: Path) -> tuple[dict, str]:
     """(summary.yaml of the run, "done" | "resumed" | "trained"): skip a finished run, resume an interrupted one."""
     from statelayers.checkpoint import CheckpointError, latest_checkpoint
-    from statelayers.engine import TrainConfig, train
+    from statelayers.engine.loop import TrainConfig, train
 
     check_existing(run_dir, cfg)
     if (run_dir / "summary.yaml").is_file():
@@ -314,7 +314,7 @@ def read_summary(run_dir: Path) -> dict:
     """summary.yaml of a finished run, its final figures completed from metrics.csv when needed."""
     summary = _read_yaml(run_dir / "summary.yaml")
     if not summary.get("final"):  # resumed after its last checkpoint: the figures are in metrics.csv
-        from statelayers.engine import read_metrics
+        from statelayers.engine.loop import read_metrics
 
         rows = read_metrics(run_dir)
         last = {k: float(v) for k, v in rows[-1].items() if v not in ("", None)}
@@ -330,7 +330,7 @@ def measure_speed(cfg, steps: int) -> dict:
     import torch.nn.functional as F
     from torch.utils.data import default_collate
 
-    from statelayers import engine
+    from statelayers.engine import loop as engine
 
     cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
@@ -469,7 +469,7 @@ def make_jobs(args) -> list[Job]:
 
 
 def config_factory(args):
-    from statelayers.engine import TrainConfig
+    from statelayers.engine.loop import TrainConfig
 
     def make(j: Job) -> TrainConfig:
         return TrainConfig(model=j.model, data=args.data, recipe="small", epochs=args.epochs,
@@ -491,7 +491,7 @@ def init_kwargs(args) -> dict:
 def gmacs(model: str, kwargs: dict, img: int) -> float:
     import timm
 
-    from statelayers.profile import count_macs
+    from statelayers.tools.profile import count_macs
 
     m = timm.create_model(model, in_chans=1, num_classes=10, **kwargs)
     return count_macs(m, (1, img, img), fake=True) / 1e9
@@ -542,7 +542,7 @@ def main(argv=None) -> int:
         return probe_worker(Path(args.probe_worker))
     import torch
 
-    from statelayers.data import DatasetMissing, build_datasets
+    from statelayers.data.images import DatasetMissing, build_datasets
 
     if args.threads and not args.preset:
         torch.set_num_threads(args.threads)
@@ -666,7 +666,7 @@ def child_env(args) -> dict:
 
 def train_argv(cfg) -> list[str]:
     """`python -m statelayers train ...` for a TrainConfig: every field that differs from its default."""
-    from statelayers.engine import TrainConfig
+    from statelayers.engine.loop import TrainConfig
 
     argv = [sys.executable, "-m", "statelayers", "train"]
     default = TrainConfig(model="")
@@ -725,7 +725,7 @@ def probe_worker(spec_path: Path) -> int:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Subset, default_collate
 
-    from statelayers import engine
+    from statelayers.engine import loop as engine
 
     cfg = engine.TrainConfig(**spec["config"]).resolved()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -977,7 +977,7 @@ def run_preset(args, jobs: list[Job], t_start: float) -> int:
     """--preset gpu: probe, size the budget to --budget-min, train side by side, report."""
     import torch
 
-    from statelayers.data import build_datasets
+    from statelayers.data.images import build_datasets
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.smallest:

@@ -31,7 +31,7 @@ of the per-round ratios; ratios never mix runs. Peak memory: `torch.cuda.max_mem
 `reset_peak_memory_stats`, less what the family's other models keep resident, i.e. about the model's peak if it
 were alone on the GPU.
 
-**3. Scan.** `statelayers.scan.linear_scan` on complex64 (batch 8, 256 lanes, L = 1,024 / 4,096 / 16,384; random
+**3. Scan.** `statelayers.layers.scan.linear_scan` on complex64 (batch 8, 256 lanes, L = 1,024 / 4,096 / 16,384; random
 stable inputs: |a| uniform in [0.5, 0.999), phase uniform, b and the cotangent standard complex normal): forward,
 and forward + backward (∂a and ∂b by `torch.autograd.grad` with the fixed cotangent), for `impl="triton"` ("ours")
 and `impl="torch"` (the chunked pure-torch path CUDA ran before), each after `--warmup` untimed calls (the first
@@ -272,14 +272,14 @@ def s7_setting(smallest: bool) -> dict:
 
 
 def kernel_info(device: str) -> dict:
-    """Which S6LA implementation runs: statelayers.kernels' setting, guarded (the module may not exist)."""
+    """Which S6LA implementation runs: statelayers.layers.kernels' setting, guarded (the module may not exist)."""
     info = {"env": os.environ.get("STATELAYERS_KERNELS")}
     try:
         import importlib
 
-        kernels = importlib.import_module("statelayers.kernels")
+        kernels = importlib.import_module("statelayers.layers.kernels")
     except ImportError as e:
-        info.update(module=False, note=f"statelayers.kernels absent ({one_line(e, 120)}): the torch path")
+        info.update(module=False, note=f"statelayers.layers.kernels absent ({one_line(e, 120)}): the torch path")
         return info
     info["module"] = True
     mode = getattr(kernels, "kernel_mode", None)
@@ -687,7 +687,7 @@ def scan_length(length: int, spec: dict, rec: Recorder, sync) -> None:
     """One L: every implementation's forward and forward + backward timed, and ours compared with the torch path."""
     import torch
 
-    from statelayers.scan import linear_scan
+    from statelayers.layers.scan import linear_scan
 
     st, device = spec["setting"], spec["device"]
     a, b, gy = scan_inputs_torch(torch, (st["batch"], length, st["lanes"]), device, length)
@@ -724,7 +724,7 @@ def child_scan(spec: dict) -> None:
     """linear_scan's implementations on complex64, and the copy bandwidth that bounds its forward."""
     import torch
 
-    from statelayers.scan import numba_available
+    from statelayers.layers.scan import numba_available
 
     rec = Recorder(spec["out"])
     device, st = spec["device"], spec["setting"]
@@ -1466,10 +1466,10 @@ def render(res: dict) -> str:
     if not k:
         kern = "unknown (no section reported)"
     elif not k.get("module"):
-        kern = k.get("note", "statelayers.kernels absent")
+        kern = k.get("note", "statelayers.layers.kernels absent")
     else:
         fused = k.get("fused_on_device")
-        kern = (f"statelayers.kernels.kernel_mode() = {k.get('setting')!r} (STATELAYERS_KERNELS="
+        kern = (f"statelayers.layers.kernels.kernel_mode() = {k.get('setting')!r} (STATELAYERS_KERNELS="
                 f"{k.get('env') or 'unset'}), Triton available: {k.get('triton_available')}; fused Triton kernels "
                 f"on {res['device']}: {fused}")
     gpu = f"{env['gpu']} ({env['gpu_mem_gib']} GiB), CUDA {env.get('cuda')}" if env.get("gpu") else \

@@ -4,7 +4,7 @@ On a GPU an eager op costs a few µs of host time whatever its size, and S6LA's 
 vanilla ResNet-50's time on an H200 where its MACs say 1.06× (BENCHMARKS.md, "S6LA at GPU speed"): the number of
 ops set the time. This script counts them, the way the issue states the budget: a `TorchDispatchMode` counts every
 op dispatched below autograd in the forward and backward of one training step under bf16 autocast (the second
-step, when the parameters' `.grad` already exist; `statelayers.profile.count_step_ops`), batch 2, at 64 px for
+step, when the parameters' `.grad` already exist; `statelayers.tools.profile.count_step_ops`), batch 2, at 64 px for
 ResNet-50, 224 px for DeiT-Ti, Swin-T and PVTv2-B0, 28 px for the CIFAR ResNets (the counts do not depend on the
 image size). Each S6LA model is counted twice, in one run: on the torch reference path (`STATELAYERS_KERNELS=torch`,
 what CPUs run) and on the fused path (`triton`, what CUDA runs by default); RLA and MRLA have only the torch path.
@@ -74,8 +74,8 @@ def main(argv=None) -> int:
     import timm
 
     import statelayers  # noqa: F401
-    from statelayers.kernels import use_kernels
-    from statelayers.profile import count_step_ops
+    from statelayers.layers.kernels import use_kernels
+    from statelayers.tools.profile import count_step_ops
 
     torch.set_num_threads(1)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -22,9 +22,9 @@ this one's (which inflated S6LA's inference ratio by ~3 points). Each figure is 
 the median over rounds of (time of the model / time of the family's vanilla model in the same round and mode),
 with the range of the per-round ratios beside it. `time ratio` > 1 is slower than vanilla: 1.06 = +6 %.
 
-**MACs** (`statelayers.profile.count_macs`, batch 1, at `--img-size`) do not depend on the mode; `MAC ratio`
+**MACs** (`statelayers.tools.profile.count_macs`, batch 1, at `--img-size`) do not depend on the mode; `MAC ratio`
 is the model's MACs over the vanilla model's. `bytes ratio` is the same for the bytes one fp32 inference forward of
-a `--batch-size` batch reads and writes, op by op, as if nothing stayed in cache (`statelayers.profile.count_bytes`):
+a `--batch-size` batch reads and writes, op by op, as if nothing stayed in cache (`tools.profile.count_bytes`):
 a model that adds element-wise ops and narrow convs adds more traffic than MACs, and on a machine where the backbone
 is partly bandwidth-bound its time ratio lies above its MAC ratio.
 
@@ -146,7 +146,7 @@ def machine_lines(args, threads: int) -> list[str]:
     import timm
     import torch
 
-    from statelayers.profile import cpu_model
+    from statelayers.tools.profile import cpu_model
 
     return [
         f"- command: `python {' '.join([os.path.relpath(__file__)] + sys.argv[1:])}`",
@@ -524,7 +524,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    from statelayers.profile import count_bytes, count_macs, count_params
+    from statelayers.tools.profile import count_bytes, count_macs, count_params
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -563,8 +563,8 @@ def main(argv=None) -> int:
         "- img/s: batch / median time of one call over rounds (inference: eval + no_grad; train: fwd + bwd + SGD "
         "step); time ratio: median over rounds of (model time / vanilla time, same round and mode) [min–max]; "
         "> 1 is slower",
-        f"- GMACs: statelayers.profile.count_macs at batch 1, {args.img_size}²; bytes ratio: "
-        f"statelayers.profile.count_bytes (fp32 inference, batch {args.batch_size}); peak MiB: growth of peak RSS "
+        f"- GMACs: statelayers.tools.profile.count_macs at batch 1, {args.img_size}²; bytes ratio: "
+        f"tools.profile.count_bytes (fp32 inference, batch {args.batch_size}); peak MiB: growth of peak RSS "
         + ("(in this process)" if args.memory == "in-process" else "(a fresh process per model and mode)"
            if args.memory == "subprocess" else "(not measured)")
         + " over the built model and input: first inference call / first two training steps",

@@ -7,7 +7,7 @@ the same encoder and pooled head, whose width is chosen by `--gru-width` (defaul
 count is closest to S7's on that dataset; `--gru-width 64` is `gru_small`'s own size). The parameter counts are
 printed and reported: S5 has no input-dependent projections and is ~15× (tiny) to ~30× (small) smaller than S7.
 
-Every run goes through the training engine (`statelayers.engine.train`, task `sequence` inferred from the data
+Every run goes through the training engine (`statelayers.engine.loop.train`, task `sequence` inferred from the data
 name) with the `s7` recipe (AdamW, wd 0.05, lr 2e-3 per 32 sequences, 1 warm-up epoch then cosine, the SSM
 parameters at 0.25× the rate without weight decay, batch 32) and the same budget for every model of a dataset.
 
@@ -127,7 +127,7 @@ def budget(args, data: str) -> dict:
 def count(model: str, kwargs: dict) -> int:
     import timm
 
-    from statelayers.profile import count_params
+    from statelayers.tools.profile import count_params
 
     return count_params(timm.create_model(model, **kwargs))
 
@@ -146,8 +146,8 @@ def matched_gru_width(target: int, data_kwargs: dict) -> int:
 
 def plan(args) -> tuple[list[Job], dict, dict]:
     """(jobs, per-dataset info, skipped datasets with the reason)."""
-    from statelayers.data import DatasetMissing
-    from statelayers.seqdata import build_sequence_datasets  # importing statelayers registers the models
+    from statelayers.data.images import DatasetMissing
+    from statelayers.data.sequences import build_sequence_datasets  # importing statelayers registers the models
 
     infos, skipped, per_seed = {}, {}, []
     for data in args.datasets:
@@ -178,7 +178,7 @@ def plan(args) -> tuple[list[Job], dict, dict]:
 
 
 def config_factory(args, infos: dict):
-    from statelayers.engine import TrainConfig
+    from statelayers.engine.loop import TrainConfig
 
     def make(j: Job) -> TrainConfig:
         b = infos[j.group]["budget"]

@@ -1,4 +1,4 @@
-"""Speed, memory and accuracy of `statelayers.scan.linear_scan` against the reference loop.
+"""Speed, memory and accuracy of `statelayers.layers.scan.linear_scan` against the reference loop.
 
 For every (lanes = B·P, L, dtype, impl): forward time (under no_grad) and forward+backward time
 (gradients w.r.t. a and b), best of `--repeats` after one warm-up call; the speedup over the
@@ -162,7 +162,7 @@ def rel_err(x, ref) -> float:
 def run_child(spec: dict) -> dict:
     import torch
 
-    from statelayers.scan import _torch_strategy, linear_scan
+    from statelayers.layers.scan import _torch_strategy, linear_scan
 
     torch.set_num_threads(spec["threads"])
     dtype = getattr(torch, spec["dtype"])
@@ -278,7 +278,7 @@ def fmt_ratio(ref, x):
 
 
 def main(argv=None):
-    from statelayers.profile import cpu_model
+    from statelayers.tools.profile import cpu_model
     args = parse_args(argv)
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import statelayers  # noqa: F401
-from statelayers.data import load_fashion_mnist
+from statelayers.data.images import load_fashion_mnist
 
 SETTINGS = {
     "mamba dt[1e-3,1e-1], raw u": dict(dt_min=1e-3, dt_max=1e-1, u_norm="none"),

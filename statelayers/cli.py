@@ -125,7 +125,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     import timm
 
     import statelayers  # noqa: F401
-    from statelayers.profile import measure
+    from statelayers.tools.profile import measure
 
     if not timm.is_model(args.model):
         import difflib
@@ -160,7 +160,7 @@ def _profile_resolutions(args: argparse.Namespace) -> int:
         sides = [int(v) for v in args.resolutions.replace(" ", "").split(",") if v]
     except ValueError:
         return _error(f"--resolutions takes comma-separated integers, got {args.resolutions!r}")
-    from statelayers.resolution import format_profile, plot_profile, profile_resolutions
+    from statelayers.tools.resolution import format_profile, plot_profile, profile_resolutions
 
     try:
         prof = profile_resolutions(args.model, sides, with_counterpart=not args.no_counterpart,
@@ -174,7 +174,7 @@ def _profile_resolutions(args: argparse.Namespace) -> int:
 
 
 def _profile_table(args: argparse.Namespace) -> int:
-    from statelayers.profile import PAPER_TABLES, compare_to_paper, format_comparison
+    from statelayers.tools.profile import PAPER_TABLES, compare_to_paper, format_comparison
 
     if args.table not in PAPER_TABLES:
         return _error(f"unknown table {args.table!r}; available: {', '.join(sorted(PAPER_TABLES))}")
@@ -206,8 +206,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     import dataclasses
     import typing
 
-    from .engine import TrainConfig
-    from .recipes import RECIPES
+    from .engine.loop import TrainConfig
+    from .engine.recipes import RECIPES
 
     hints = typing.get_type_hints(TrainConfig)
     helps = {
@@ -255,7 +255,7 @@ def _number(text: str) -> int | float:
 def _train_config(args: argparse.Namespace):
     import dataclasses
 
-    from .engine import TrainConfig
+    from .engine.loop import TrainConfig
 
     values = {}
     for f in dataclasses.fields(TrainConfig):
@@ -273,7 +273,7 @@ def _run_user_errors(fn) -> int:
     """Run fn(); turn the errors a user can fix into one clear line and exit code 2."""
     from ._extras import MissingDependency
     from .checkpoint import CheckpointError
-    from .data import DatasetMissing
+    from .data.images import DatasetMissing
 
     try:
         return fn()
@@ -285,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model with a named recipe (one process, or many under torchrun)."""
 
     def run() -> int:
-        from .engine import train
+        from .engine.loop import train
 
         result = train(_train_config(args))
         print(f"run folder: {result.run_dir}  best eval_acc {result.best_acc:.4f}  "
@@ -313,7 +313,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Top-1 / top-5 accuracy and loss of a checkpoint on a dataset's evaluation split."""
 
     def run() -> int:
-        from .engine import evaluate
+        from .engine.loop import evaluate
 
         out = evaluate(args.model, args.checkpoint, args.data, img_size=args.img_size, batch_size=args.batch_size,
                        model_kwargs=_key_values(args.model_kwargs) or None, amp=args.amp, task=args.task,
@@ -339,7 +339,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     compare them side by side (params, GMACs, images/s, test accuracy) with a plot of the curves."""
 
     def run() -> int:
-        from .demo import format_rows, run_demo
+        from .tools.demo import format_rows, run_demo
 
         rows, out_dir = run_demo(args.data, epochs=args.epochs, subset=args.subset, seed=args.seed,
                                  output=args.output, quiet=not args.verbose)
@@ -380,7 +380,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     def run() -> int:
         from pathlib import Path
 
-        from .cam import compute_cams, load_classifier, render_cam_grid
+        from .tools.cam import compute_cams, load_classifier, render_cam_grid
 
         clfs = [load_classifier(m, c, img_size=args.img_size) for m, c in zip(models, ckpts)]
         result = compute_cams(clfs, args.images, args.method, batch_size=args.batch_size,
@@ -413,7 +413,7 @@ def cmd_make_coco_demo(args: argparse.Namespace) -> int:
     items pasted onto canvases, with boxes and masks), to try `statelayers train --task detection` offline."""
 
     def run() -> int:
-        from .detection.data import make_fashion_coco
+        from .data.coco import make_fashion_coco
 
         root = make_fashion_coco(args.out_dir, args.images, n_val=args.val_images, canvas=args.canvas,
                                  per_image=tuple(args.per_image), seed=args.seed, source=args.source)

@@ -2,7 +2,7 @@
 
 Run by tests/test_kernels.py in a subprocess. Triton's interpreter, which runs the kernels on CPU in the tests,
 accepts programs that its compiler rejects (types that differ between branches, unsupported ops). This script
-launches the kernel wrappers of `statelayers.kernels.s6la_triton` and `scan_triton` on CPU tensors with the
+launches the kernel wrappers of `statelayers.layers.kernels.s6la_triton` and `scan_triton` on CPU tensors with the
 launches intercepted, and compiles each launch's kernel, with its argument types and constexprs, to a cubin for
 the given targets (Triton's own ptxas; no driver is needed). It must run without TRITON_INTERPRET. Prints one line
 per compiled kernel variant; exits 1 on the first failure.
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         print("run without TRITON_INTERPRET=1 (the kernels must be compiled, not interpreted)", file=sys.stderr)
         return 2
-    from statelayers.kernels import s6la_triton as K
+    from statelayers.layers.kernels import s6la_triton as K
 
     compiled: set = set()
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
             for gh, ghc in ((out, out_c), (None, out_c)) if default else ((out, out_c),):
                 K.token_update_backward(gh, ghc, c, ht, down, up, torch.randn(d), bpt, torch.randn(d, n), st, rms,
                                         drop, True, 1e-6)
-    from statelayers.kernels import scan_triton as S
+    from statelayers.layers.kernels import scan_triton as S
 
     length = 300  # several chunks on a GPU's launch shape: the aggregate, carry and apply kernels
     for dtype in (torch.float32, torch.bfloat16, torch.complex64):
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
                 S.scan_backward(a, h, init, lens, h.clone(), reverse, True, True, init is not None)
         S.scan_backward(a, h, None, None, h.clone(), False, False, True, False)  # ∂b only
         S.scan_forward(a[:, :5], b[:, :5], h0, None, False)  # one chunk: starts from h0 directly
-    from statelayers.kernels import s7_triton as S7K
+    from statelayers.layers.kernels import s7_triton as S7K
 
     delta = torch.rand(bsz, length, n)
     bu = torch.randn(bsz, length, 2, n).movedim(2, 0)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import statelayers  # noqa: F401
-from statelayers.data import load_digits
+from statelayers.data.images import load_digits
 
 MIN_SHARE = 0.25
 MIN_SPREAD = 0.3

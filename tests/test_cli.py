@@ -1,4 +1,4 @@
-"""The `statelayers` command line (models, profile) and the counting in statelayers.profile."""
+"""The `statelayers` command line (models, profile) and the counting in statelayers.tools.profile."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn as nn
 
 import statelayers  # noqa: F401  (registers the models)
 from statelayers.cli import main
-from statelayers.profile import PAPER_TABLES, count_bytes, count_macs, count_params, paper_table
+from statelayers.tools.profile import PAPER_TABLES, count_bytes, count_macs, count_params, paper_table
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -208,7 +208,7 @@ def test_python_dash_m(monkeypatch, capsys):
 
 
 def test_table_skips_unregistered_models(monkeypatch, capsys):
-    from statelayers import profile
+    from statelayers.tools import profile
 
     row = profile.PaperRow("Toy", "Future", "not_registered_net50", 1.0, 0.1, "paper Table 0")
     monkeypatch.setitem(profile.PAPER_TABLES, "toy", (row,))

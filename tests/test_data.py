@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from statelayers import data as D
-from statelayers.data import DATASETS, DataInfo, DatasetMissing, build_datasets, load_digits, load_fashion_mnist
+from statelayers.data import images as D
+from statelayers.data.images import DATASETS, DataInfo, DatasetMissing, build_datasets, load_digits, load_fashion_mnist
 
 INSTALL = "apt-get install -y dataset-fashion-mnist"
 

@@ -20,15 +20,9 @@ pytest.importorskip("pycocotools")
 import statelayers  # noqa: E402,F401
 from statelayers.checkpoint import CheckpointError, atomic_write_bytes, latest_checkpoint, save_weights  # noqa: E402
 from statelayers.cli import main  # noqa: E402
-from statelayers.detection import (  # noqa: E402
-    CocoDetectionDataset,
-    TimmFPNBackbone,
-    build,
-    find_coco_split,
-    load_backbone_checkpoint,
-    make_fashion_coco,
-)
-from statelayers.engine import TrainConfig, evaluate, read_metrics, train  # noqa: E402
+from statelayers.data.coco import CocoDetectionDataset, find_coco_split, make_fashion_coco  # noqa: E402
+from statelayers.engine.loop import TrainConfig, evaluate, read_metrics, train  # noqa: E402
+from statelayers.models.detectors import TimmFPNBackbone, build, load_backbone_checkpoint  # noqa: E402
 
 # pycocotools' mask decoding under numpy 2
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -344,9 +338,9 @@ def test_resume_mid_epoch_ends_with_the_same_weights(coco_dir, tmp_path):
 def test_coco_eval_of_a_subset_scores_only_its_images(coco_dir):
     from torch.utils.data import DataLoader, Subset
 
-    from statelayers.detection import detection_collate
-    from statelayers.detection.evaluation import coco_metrics, predictions_to_coco, run_detection_eval
-    from statelayers.engine import Dist
+    from statelayers.data.coco import detection_collate
+    from statelayers.engine.detection_eval import coco_metrics, predictions_to_coco, run_detection_eval
+    from statelayers.engine.loop import Dist
 
     split = find_coco_split(coco_dir, "val")
     ds = CocoDetectionDataset(split.ann_file, split.image_dir)
@@ -423,7 +417,7 @@ def test_two_processes_gather_predictions_for_coco_eval(coco_dir, tmp_path):
 
 def test_cam_cli_writes_the_grid(tmp_path, capsys):
     pytest.importorskip("pytorch_grad_cam")
-    from statelayers.data import load_digits
+    from statelayers.data.images import load_digits
 
     # an engine-trained 1-channel model (run folder) beside a bare safetensors file
     r = train(TrainConfig(model="s6la_cifar_resnet20", data="digits", epochs=1, max_steps=2, batch_size=64,
@@ -452,7 +446,7 @@ def test_cam_target_is_the_last_stage_output(tmp_path):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from statelayers.cam import compute_cams, load_classifier
+    from statelayers.tools.cam import compute_cams, load_classifier
 
     torch.manual_seed(0)
     model = timm.create_model("cifar_resnet20")
@@ -468,7 +462,7 @@ def test_cam_target_is_the_last_stage_output(tmp_path):
 
 
 def test_profile_resolutions_is_linear_and_plotted(tmp_path, capsys):
-    from statelayers.resolution import profile_resolutions
+    from statelayers.tools.resolution import profile_resolutions
 
     out = tmp_path / "macs.png"
     assert main(["profile", "resnet18", "--resolutions", "64,96,128,160", "--out", str(out)]) == 0

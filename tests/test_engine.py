@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 import statelayers  # noqa: F401
 from statelayers.checkpoint import CheckpointError, latest_checkpoint
 from statelayers.cli import main
-from statelayers.engine import TrainConfig, build_optimizer, evaluate, learning_rate, train
+from statelayers.engine.loop import TrainConfig, build_optimizer, evaluate, learning_rate, train
 
 # BatchNorm statistics depend on how a batch is split; GroupNorm(1) makes a step a function of
 # the global batch only, which the DDP and accumulation equivalences need
@@ -178,7 +178,7 @@ def test_demo_prints_both_models_side_by_side(tmp_path, capsys):
 def test_imagefolder_tree_trains_with_the_resnet_recipe(tmp_path):
     from PIL import Image
 
-    from statelayers.data import load_digits
+    from statelayers.data.images import load_digits
 
     x, y = load_digits()
     root = tmp_path / "tree"

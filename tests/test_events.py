@@ -13,10 +13,10 @@ import pytest
 import torch
 from numpy.lib import recfunctions as rfn
 
-from statelayers import data as D
-from statelayers import events as E
-from statelayers.data import DatasetMissing
-from statelayers.seqdata import PAD_TOKEN, SeqInfo, pad_collate
+from statelayers.data import events as E
+from statelayers.data import images as D
+from statelayers.data.images import DatasetMissing
+from statelayers.data.sequences import PAD_TOKEN, SeqInfo, pad_collate
 
 TONIC_DVS_DTYPE = np.dtype([("x", np.int16), ("y", np.int16), ("p", bool), ("t", np.int64)])
 

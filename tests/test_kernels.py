@@ -22,8 +22,8 @@ from script_helpers import one_thread_env
 from timm.models.resnet import Bottleneck
 
 from statelayers import S6LAResNet
-from statelayers.kernels import fused_path, s6la_ops, use_kernels
-from statelayers.ssm import SelectiveParams, conv_state_update, token_state_update
+from statelayers.layers.kernels import fused_path, s6la_ops, use_kernels
+from statelayers.layers.selective import SelectiveParams, conv_state_update, token_state_update
 
 pytest.importorskip("triton")
 
@@ -34,7 +34,7 @@ BF16_ROUND = 2.0**-7
 
 
 def kernels():
-    from statelayers.kernels import s6la_triton
+    from statelayers.layers.kernels import s6la_triton
 
     return s6la_triton
 
@@ -335,7 +335,7 @@ def test_kernel_mode_selection():
 def test_kernel_mode_errors_name_the_fix(monkeypatch):
     """A bad STATELAYERS_KERNELS, or the Triton path forced on CPU without the interpreter, is a ValueError (the CLI
     turns it into one line and exit status 2) that says what to do, raised when the model runs."""
-    import statelayers.kernels as kernels_module
+    import statelayers.layers.kernels as kernels_module
 
     model = timm.create_model("s6la_cifar_resnet20")
     x = torch.randn(1, 1, 28, 28)
@@ -362,7 +362,7 @@ def test_kernel_mode_errors_name_the_fix(monkeypatch):
 def test_op_budget_of_a_bf16_training_step(vanilla, s6la, shape, budget):
     """The issue's budget: ops dispatched by one bf16 training step (forward + backward), S6LA on the fused path
     over vanilla. Exact counts: the same on every machine with this torch."""
-    from statelayers.profile import count_step_ops
+    from statelayers.tools.profile import count_step_ops
 
     counts = {}
     for name, mode in ((vanilla, "torch"), (s6la, "triton")):
@@ -375,7 +375,7 @@ def test_op_budget_of_a_bf16_training_step(vanilla, s6la, shape, budget):
 def test_count_step_ops_counts_a_known_step():
     """One linear layer, no autocast: forward t + addmm, backward mm (∂W) + sum (∂b) + t, mean/float and the
     loss's backward, and one add_ per parameter into the existing .grad."""
-    from statelayers.profile import count_step_ops
+    from statelayers.tools.profile import count_step_ops
 
     ops = count_step_ops(torch.nn.Linear(3, 2), torch.randn(4, 3), dtype=None)
     assert ops["aten.addmm.default"] == 1 and ops["aten.add_.Tensor"] == 2

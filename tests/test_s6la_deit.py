@@ -400,7 +400,7 @@ def test_mrla_features_dynamic_and_warm_start():
 
 def _trained_on_digits(**kw):
     """A small S6LA-DeiT (D=64, 4 blocks, 2-px patches on 8×8 digits) after two epochs of AdamW."""
-    from statelayers.data import load_digits
+    from statelayers.data.images import load_digits
 
     x, y = load_digits()
     x = (x.float().unsqueeze(1) / 255.0 - 0.5) / 0.5

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import statelayers  # noqa: F401
 from statelayers.models import S6LAResNet
-from statelayers.profile import count_macs
+from statelayers.tools.profile import count_macs
 
 
 def numel(m):
@@ -467,7 +467,7 @@ def test_macs_that_s6la_adds_to_resnet50_in_closed_form(fmt):
 def test_macs_of_the_no_selection_ablation_can_be_counted():
     # the constant B used to be an expand() of a parameter: under no_grad that view claims requires_grad
     # without a grad_fn, and FlopCounterMode's module tracker raised on it
-    from statelayers.profile import count_macs
+    from statelayers.tools.profile import count_macs
 
     n, updates = 16, 8  # 9 blocks, the last one without an update
     m = timm.create_model("s6la_cifar_resnet20", selective=False)

@@ -15,8 +15,8 @@ import timm
 import torch
 
 import statelayers  # noqa: F401
-from statelayers.s7 import S7, S7Block, hippo_legs_eigenvalues, stable_map, stable_map_inverse, token_bilinear
-from statelayers.seqdata import pad_collate
+from statelayers.data.sequences import pad_collate
+from statelayers.layers.s7 import S7, S7Block, hippo_legs_eigenvalues, stable_map, stable_map_inverse, token_bilinear
 
 # --------------------------------------------------------------------------------------------- reference
 
@@ -425,11 +425,11 @@ def test_fused_s7_scan_matches_the_reference(case, monkeypatch):
     the gradients of Δ, Bu and Λ: every discretisation, time steps, padded lengths, both directions, S5's
     broadcast Δ, and the multi-chunk path (`chunks`: 4 steps per chunk, 2 lanes per program)."""
     pytest.importorskip("triton")
-    from statelayers.kernels import s7_ops
-    from statelayers.s7 import discretize
+    from statelayers.layers.kernels import s7_ops
+    from statelayers.layers.s7 import discretize
 
     if case.get("chunks"):
-        from statelayers.kernels import scan_triton
+        from statelayers.layers.kernels import scan_triton
 
         monkeypatch.setattr(scan_triton, "MIN_CHUNK", 4)
         monkeypatch.setattr(scan_triton, "MAX_CHUNK", 4)

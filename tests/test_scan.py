@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from statelayers import scan
-from statelayers.scan import linear_scan, linear_scan_reference, numba_available
+from statelayers.layers import scan
+from statelayers.layers.scan import linear_scan, linear_scan_reference, numba_available
 
 # every way to run the scan: public impls, plus both torch strategies forced (the automatic choice
 # depends on the size of a time step), the numba kernels with tiny blocks for the passes that walk time
@@ -292,7 +292,7 @@ def test_auto_uses_numba_on_cpu_when_available(monkeypatch):
 
 def test_triton_path_dtypes_and_device_errors(monkeypatch):
     pytest.importorskip("triton")
-    import statelayers.kernels as kernels
+    import statelayers.layers.kernels as kernels
 
     a = torch.zeros(2, 3, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match="impl='triton' takes"):
@@ -304,7 +304,7 @@ def test_triton_path_dtypes_and_device_errors(monkeypatch):
 
 def test_auto_picks_triton_for_cuda_tensors(monkeypatch):
     """The choice itself (no GPU here): CUDA tensors of the kernels' dtypes take Triton when it imports."""
-    import statelayers.kernels as kernels
+    import statelayers.layers.kernels as kernels
 
     class FakeCuda:
         device = torch.device("cuda")
@@ -346,7 +346,7 @@ def test_triton_chunks_carried_across(case):
 def test_triton_carries_many_chunks_stably(monkeypatch, dtype=torch.complex64):
     """128 chunks of 4 steps (the GPU's largest carry), |a| <= 1 with some |a| = 1 steps: bounded, and equal to
     the float64 loop, forward and backward."""
-    kernels = pytest.importorskip("statelayers.kernels.scan_triton")
+    kernels = pytest.importorskip("statelayers.layers.kernels.scan_triton")
     monkeypatch.setattr(kernels, "MIN_CHUNK", 4)
     monkeypatch.setattr(kernels, "MAX_CHUNK", 4)
     gen = torch.Generator().manual_seed(2)

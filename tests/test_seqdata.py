@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from statelayers import seqdata as S
-from statelayers.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, DatasetMissing, load_fashion_mnist
-from statelayers.seqdata import (
+from statelayers.data import sequences as S
+from statelayers.data.images import FASHION_MNIST_MEAN, FASHION_MNIST_STD, DatasetMissing, load_fashion_mnist
+from statelayers.data.sequences import (
     LISTOPS_VOCAB,
     PAD_TOKEN,
     SEQUENCE_DATASETS,
@@ -114,9 +114,9 @@ def test_scp2_missing_names_the_install_command(monkeypatch):
 
 def test_event_names_are_handed_to_the_events_module(monkeypatch):
     calls = []
-    fake = types.ModuleType("statelayers.events")
+    fake = types.ModuleType("statelayers.data.events")
     fake.build_event_datasets = lambda name, **kw: calls.append((name, kw)) or "sentinel"
-    monkeypatch.setitem(sys.modules, "statelayers.events", fake)
+    monkeypatch.setitem(sys.modules, "statelayers.data.events", fake)
     assert build_sequence_datasets("DVS-Gesture", data_dir="/d", seed=3, subset=7, max_len=99) == "sentinel"
     assert build_sequence_datasets("shd") == "sentinel"
     assert build_sequence_datasets("events_fashion_mnist") == "sentinel"

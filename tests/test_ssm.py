@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from statelayers.ssm import SelectiveParams, mamba_dt_bias, s4d_real_a_log, ssm_step
+from statelayers.layers.selective import SelectiveParams, mamba_dt_bias, s4d_real_a_log, ssm_step
 
 
 def test_a_log_is_log_1_to_n_broadcast():

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from ..kernels import fused_path
-from ..kernels.s6la_ops import compute_dtype, token_read, token_update
-from ..ssm import SelectiveParams, token_state_update
+from ..layers.kernels import fused_path
+from ..layers.kernels.s6la_ops import compute_dtype, token_read, token_update
+from ..layers.selective import SelectiveParams, token_state_update
 
 __all__ = ["TokenStateUnit", "TOKEN_DT_RANGE", "record_state_terms", "zero_readouts"]
 

@@ -27,7 +27,7 @@ from timm.models._manipulate import checkpoint
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..checkpoint import load_into_larger_model
-from ..ssm import state_float
+from ..layers.selective import state_float
 from ._resnet_base import check_image_input
 from ._token_state import TOKEN_DT_RANGE, TokenStateUnit, record_state_terms, zero_readouts
 

@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from timm.models import generate_default_cfgs, register_model
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ..kernels import fused_path
-from ..kernels.s6la_ops import conv_update
-from ..ssm import SelectiveParams, conv_state_update, state_float
+from ..layers.kernels import fused_path
+from ..layers.kernels.s6la_ops import conv_update
+from ..layers.selective import SelectiveParams, conv_state_update, state_float
 from ._resnet_base import (
     ARCHS,
     StatefulResNet,

@@ -34,7 +34,7 @@ from timm.models.swin_transformer import _cfg as swin_cfg
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
 
 from ..checkpoint import load_into_larger_model
-from ..ssm import state_float
+from ..layers.selective import state_float
 from ._resnet_base import check_image_input
 from ._token_state import TOKEN_DT_RANGE, TokenStateUnit, record_state_terms, zero_readouts
 

@@ -6,7 +6,7 @@
           "none" (per-step outputs) → Linear(num_classes)
     retrieval: both documents through the same encoder; [z₁, z₂, z₁−z₂, z₁⊙z₂] → Linear → GELU → Linear
 
-Inputs are keyword tensors in the format of `statelayers.seqdata` (`x` or `tokens`, optional `tau`,
+Inputs are keyword tensors in the format of `statelayers.data.sequences` (`x` or `tokens`, optional `tau`,
 `lengths`, `tokens2`, `lengths2`), so `model(**batch)` works on a padded batch. Registered with timm;
 `s7_*` models have input-dependent layers, and every model takes `input_dependent=False` to become S5.
 
@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
-from ..s7 import S7Block
+from ..layers.s7 import S7Block
 
 __all__ = ["S7Sequence", "GRUSequence"]
 

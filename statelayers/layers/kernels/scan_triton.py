@@ -1,4 +1,4 @@
-"""Triton kernels of the linear scan `h_k = a_k ⊙ h_{k-1} + b_k` (`statelayers.scan.linear_scan(impl="triton")`).
+"""Triton kernels of the linear scan `h_k = a_k ⊙ h_{k-1} + b_k` (`statelayers.layers.scan.linear_scan(impl="triton")`).
 
 Parallel over time as well as lanes, so that few lanes and long sequences still fill a GPU: the time axis is cut
 into chunks of T steps and, per (sample, block of lanes, chunk), a program

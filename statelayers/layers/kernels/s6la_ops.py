@@ -26,7 +26,7 @@ ablation: h' = exp(ΔA) ⊙ h). Parameter gradients are reduced over the batch i
 import torch
 from torch import Tensor
 
-from ..ssm import SelectiveParams
+from ..selective import SelectiveParams
 from . import check_device
 
 __all__ = ["conv_update", "token_update", "token_read", "compute_dtype"]

@@ -1,4 +1,22 @@
-"""torchvision detectors (Faster R-CNN, RetinaNet, Mask R-CNN) on timm / statelayers ResNet backbones + FPN.
+"""Object detection and instance segmentation with S6LA / RLA / MRLA / vanilla ResNet backbones
+(the S6LA paper's Section 5.2, Tables 3, 4 and 9; App. C.2), on torchvision's detectors.
+
+    from statelayers.models.detectors import build
+    model = build("faster_rcnn", "s6la_resnet50", num_classes=81, checkpoint="runs/<imagenet run>")
+
+Detectors: ``faster_rcnn``, ``retinanet``, ``mask_rcnn`` (FPN; `build` below). Data: COCO-format folders
+(`statelayers.data.coco.find_coco_split` documents the layout), evaluated with pycocotools
+(`statelayers.engine.detection_eval`). The training engine
+runs them as the task "detection"::
+
+    statelayers make-coco-demo data/fashion_coco                       # a small real-image COCO set, offline
+    statelayers train --task detection --data data/fashion_coco --model mask_rcnn \\
+        --model-kwargs backbone=s6la_resnet50 checkpoint=runs/<imagenet run> min_size=800
+    statelayers eval --task detection --model mask_rcnn --checkpoint runs/<detection run> --data data/fashion_coco
+
+``--model`` is the detector; ``--model-kwargs`` go to `build` (backbone, checkpoint, min_size, max_size,
+frozen_bn, trainable_layers, backbone_kwargs={d_state: 16}, and any torchvision detector argument such as
+box_detections_per_img). pycocotools comes with ``pip install "statelayers[detection]"``.
 
 The backbone is the classification model itself (``timm.create_model(name, num_classes=0)``), read through
 timm's feature API (``forward_intermediates``): stage outputs C2..C5 for Faster / Mask R-CNN (P2..P5 + a
@@ -20,6 +38,7 @@ import torch
 import torch.nn as nn
 
 __all__ = [
+    "build_from_config",
     "DETECTORS",
     "TimmFPNBackbone",
     "build",
@@ -249,7 +268,7 @@ def build(detector: str, backbone: str = "resnet50", num_classes: int = 91, *,
         detector: "faster_rcnn", "retinanet" or "mask_rcnn".
         backbone: timm model name: resnet50, s6la_resnet50, rla_resnet50, mrla_resnet50, their -101s, ...
         num_classes: including the background class 0 (torchvision's convention; COCO: 91 with its ids,
-            or categories + 1 with contiguous labels as `statelayers.detection.data` makes them).
+            or categories + 1 with contiguous labels as `statelayers.data.coco` makes them).
         checkpoint: ImageNet-trained classification weights for the backbone (see `load_backbone_checkpoint`).
         min_size, max_size: images are resized so that the short side is min_size, the long at most max_size.
         frozen_bn, trainable_layers, backbone_kwargs: see `TimmFPNBackbone`.
@@ -277,3 +296,14 @@ def build(detector: str, backbone: str = "resnet50", num_classes: int = 91, *,
     model.no_weight_decay = lambda: set(nwd)  # timm's optimizer factory reads it (h0, A_log, Δ biases)
     model.detector_name, model.backbone_name = key, backbone
     return model
+
+
+def build_from_config(detector: str, num_classes: int, model_kwargs: dict, *, restoring: bool = False) -> nn.Module:
+    """`build` from the engine's --model / --model-kwargs. ``restoring``: the weights will be replaced by a
+    detection checkpoint (resume, eval), so the backbone checkpoint is not read (it may be gone), but the
+    architecture it implied (frozen BatchNorm) is kept."""
+    kwargs = dict(model_kwargs)
+    if restoring and kwargs.get("checkpoint") is not None:
+        kwargs.pop("checkpoint")
+        kwargs.setdefault("frozen_bn", True)
+    return build(detector, num_classes=num_classes, **kwargs)

@@ -13,7 +13,7 @@ the polarity is ignored and ``T = x·H + y`` (= the channel id), vocabulary ``W�
 **Time steps** (:func:`time_steps`): ``τ_k = (t_k − t_{k−1}) / 1000`` (ms), ``τ_0 = 0`` — causal, see there.
 
 **Items** (:class:`EventSequenceDataset`): ``({"tokens": int64 (L,), "tau": float32 (L,)}, label)``, the S7
-item format of :mod:`statelayers.seqdata`; batch them with ``seqdata.pad_collate``.
+item format of :mod:`statelayers.data.sequences`; batch them with ``seqdata.pad_collate``.
 
 **Datasets** (:func:`build_event_datasets`, nothing is downloaded):
 
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import FASHION_MNIST_CLASSES, DatasetMissing, balanced_subset
-from .seqdata import SeqInfo
+from .images import FASHION_MNIST_CLASSES, DatasetMissing, balanced_subset
+from .sequences import SeqInfo
 
 __all__ = [
     "AUGMENTATIONS",
@@ -1048,7 +1048,7 @@ def build_event_datasets(name: str, *, data_dir: str | os.PathLike | None = None
     if subset is not None and int(subset) < 1:
         raise ValueError(f"subset={subset} must be a positive number of training streams")
     if which == "events_fashion_mnist":
-        from .data import _fashion_root, _load_fashion_once
+        from .images import _fashion_root, _load_fashion_once
 
         xtr, ytr, xte, yte = _load_fashion_once(_fashion_root(data_dir))
         sensor, classes = NMNIST_SENSOR, list(FASHION_MNIST_CLASSES)

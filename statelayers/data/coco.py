@@ -168,7 +168,7 @@ def detection_collate(batch):
 def build_detection_datasets(data: str | Path, *, with_masks: bool, train_aug: dict | None, subset: int | None,
                              seed: int):
     """(train set, eval set, DataInfo) from a COCO-format folder (layout in the module docstring)."""
-    from ..data import DataInfo
+    from .images import DataInfo
 
     root = Path(data)
     if not root.is_dir():
@@ -197,7 +197,7 @@ def build_detection_datasets(data: str | Path, *, with_masks: bool, train_aug: d
 
 def _item_source(source: str):
     """(train items, test items, class names): uint8 (N, 28, 28) gray images with black backgrounds."""
-    from ..data import FASHION_MNIST_CLASSES, DatasetMissing, load_digits, load_fashion_mnist
+    from .images import FASHION_MNIST_CLASSES, DatasetMissing, load_digits, load_fashion_mnist
 
     if source in ("auto", "fashion_mnist"):
         try:

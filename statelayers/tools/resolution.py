@@ -4,7 +4,7 @@ and claims the cost of S6LA is linear in the resolution).
 
     statelayers profile resnet50 --resolutions 224,288,352,416 --out macs_vs_resolution.png
 
-MACs are counted as `statelayers.profile.count_macs` counts them (torch's FlopCounterMode, FLOPs / 2, on fake
+MACs are counted as `statelayers.tools.profile.count_macs` counts them (torch's FlopCounterMode, FLOPs / 2, on fake
 tensors). A convolutional network's MACs are exactly linear in the pixels when every stride divides the side
 (multiples of 32 for a ResNet); attention over all tokens (PVTv2's last stage, ViTs) adds a quadratic term,
 which the fit's R² shows.

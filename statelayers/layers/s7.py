@@ -18,7 +18,7 @@ forward value (the official JAX code stores w for `Λ = -1/(a w² + b)` but eval
 in its forward pass; design note s7.md §2 — not reproduced here). `transition="direct"` is the paper's
 literal discrete form `Λ̄_k = 1 − 1/(a w_k² + b)` with `w_k = w + W_w u_k` (real states only).
 
-The recurrence itself is `statelayers.scan.linear_scan`; `S7.step` runs one step of it for streaming
+The recurrence itself is `statelayers.layers.scan.linear_scan`; `S7.step` runs one step of it for streaming
 and produces exactly the scan's outputs.
 """
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from .kernels import fused_path
 from .kernels.s7_ops import s7_scan
-from .ssm import mamba_dt_bias, state_float
+from .selective import mamba_dt_bias, state_float
 
 __all__ = ["S7", "S7Block", "hippo_legs_eigenvalues", "stable_map", "stable_map_inverse"]
 

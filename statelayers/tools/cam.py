@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ._extras import require
+from .._extras import require
 
 __all__ = ["CAM_METHODS", "CamResult", "LoadedClassifier", "load_classifier", "compute_cams", "render_cam_grid"]
 
@@ -60,7 +60,7 @@ def load_classifier(model_name: str, checkpoint: str | Path, *, img_size: int | 
 
     import statelayers  # noqa: F401  (registers the models)
 
-    from .checkpoint import CheckpointError, load_weights
+    from ..checkpoint import CheckpointError, load_weights
 
     if not timm.is_model(model_name):
         raise ValueError(f"unknown model {model_name!r}; `statelayers models` lists ours, any timm name works too")

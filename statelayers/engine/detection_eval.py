@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .._extras import require
 
-__all__ = ["COCO_STATS", "coco_metrics", "predictions_to_coco", "run_detection_eval"]
+__all__ = ["DetectionLoss", "COCO_STATS", "coco_metrics", "predictions_to_coco", "run_detection_eval"]
 
 # the first six numbers of COCOeval.stats, in order
 COCO_STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
@@ -94,7 +94,7 @@ def coco_metrics(gt, results: list[dict], image_ids: list[int] | None = None,
 def run_detection_eval(model: nn.Module, loader, cfg, d) -> dict:
     """COCO metrics of ``model`` on the loader's dataset (a `CocoDetectionDataset`), with the engine's
     (config, Dist). Every process runs its shard; rank 0 scores; all processes return the same dict."""
-    from ..engine import autocast_ctx
+    from .loop import autocast_ctx
 
     model.eval()
     ds = loader.dataset
@@ -129,3 +129,18 @@ def run_detection_eval(model: nn.Module, loader, cfg, d) -> dict:
         dist.broadcast_object_list(box, src=0)
         metrics = box[0]
     return metrics
+
+
+class DetectionLoss(nn.Module):
+    """The engine's criterion for detectors: torchvision models return their losses as a dict in training
+    mode; the loss is their sum. The parts of the last call are kept in ``last`` (for logging)."""
+
+    def __init__(self):
+        super().__init__()
+        self.last: dict[str, torch.Tensor] = {}
+
+    def forward(self, losses: dict[str, torch.Tensor], _ids=None) -> torch.Tensor:
+        if not isinstance(losses, dict):
+            raise TypeError(f"a detector in training mode returns a dict of losses, got {type(losses).__name__}")
+        self.last = {k: v.detach() for k, v in losses.items()}
+        return sum(losses.values())

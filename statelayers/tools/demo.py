@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engine import TrainConfig, plot_curves, read_metrics, train
+from ..engine.loop import TrainConfig, plot_curves, read_metrics, train
 
 __all__ = ["DemoRow", "run_demo", "default_demo_data"]
 
@@ -29,7 +29,7 @@ class DemoRow:
 
 
 def default_demo_data() -> str:
-    from .data import FASHION_MNIST_DIR
+    from ..data.images import FASHION_MNIST_DIR
 
     return "fashion_mnist" if (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file() else "digits"
 

@@ -4,7 +4,7 @@ Everything random in a run is a function of (seed, epoch, sample index) or (seed
 the data order, each sample's augmentation, Mixup/CutMix and dropout. A resumed run therefore
 repeats exactly what the interrupted run would have done, and needs no RNG state from it.
 
-    from statelayers.engine import TrainConfig, train
+    from statelayers.engine.loop import TrainConfig, train
     result = train(TrainConfig(model="s6la_cifar_resnet20", data="fashion_mnist", epochs=5))
 """
 
@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .checkpoint import CheckpointError, latest_checkpoint, load_weights, read_state, save_weights, write_checkpoint
+from ..checkpoint import CheckpointError, latest_checkpoint, load_weights, read_state, save_weights, write_checkpoint
 from .recipes import get_recipe
 
 __all__ = ["TrainConfig", "train", "evaluate", "RunResult"]
@@ -41,7 +41,7 @@ TASKS = ("image", "sequence", "detection")
 
 @dataclass
 class TrainConfig:
-    """A run. Fields left None take the recipe's value; see `statelayers.recipes`."""
+    """A run. Fields left None take the recipe's value; see `statelayers.engine.recipes`."""
 
     model: str
     data: str = "digits"
@@ -137,10 +137,10 @@ def default_recipe(task: str, model: str = "") -> str:
 
 
 def infer_task(data: str) -> str:
-    """"sequence" for the names and files `statelayers.seqdata` reads, "detection" for a COCO-format folder
-    (`statelayers.detection.data`), "image" otherwise."""
-    from .detection.data import is_coco_folder
-    from .seqdata import is_sequence_data
+    """"sequence" for the names and files `statelayers.data.sequences` reads, "detection" for a COCO-format folder
+    (`statelayers.data.coco`), "image" otherwise."""
+    from ..data.coco import is_coco_folder
+    from ..data.sequences import is_sequence_data
 
     if is_coco_folder(data):
         return "detection"
@@ -151,19 +151,19 @@ def infer_task(data: str) -> str:
 def build_data(cfg: TrainConfig, *, eval_only: bool = False):
     """(train set, eval set, info, model kwargs from the data, collate_fn) for a resolved config."""
     if cfg.task == "detection":
-        from .detection.data import build_detection_datasets, detection_collate, needs_masks
+        from ..data.coco import build_detection_datasets, detection_collate, needs_masks
 
         train_ds, eval_ds, info = build_detection_datasets(cfg.data, with_masks=needs_masks(cfg.model),
                                                            train_aug=cfg.train_aug, seed=cfg.seed,
                                                            subset=None if eval_only else cfg.subset)
         return train_ds, eval_ds, info, {"num_classes": info.num_classes}, detection_collate
     if cfg.task == "sequence":
-        from .seqdata import build_sequence_datasets, pad_collate
+        from ..data.sequences import build_sequence_datasets, pad_collate
 
         train_ds, eval_ds, info = build_sequence_datasets(cfg.data, data_dir=cfg.data_dir, subset=None if eval_only
                                                           else cfg.subset, seed=cfg.seed, max_len=cfg.max_len)
         return train_ds, eval_ds, info, {"num_classes": info.num_classes, **info.model_kwargs()}, pad_collate
-    from .data import build_datasets
+    from ..data.images import build_datasets
 
     train_ds, eval_ds, info = build_datasets(cfg.data, img_size=cfg.img_size, train_aug=cfg.train_aug,
                                              subset=None if eval_only else cfg.subset, seed=cfg.seed)
@@ -302,8 +302,8 @@ class ShardSampler(Sampler):
 
 def build_model(cfg: TrainConfig, data_kwargs: dict, *, restoring: bool = False) -> nn.Module:
     """`restoring`: the weights will be replaced by a checkpoint of this run (resume, eval)."""
-    if cfg.task == "detection":  # --model is the detector, --model-kwargs go to statelayers.detection.build
-        from .detection import build_from_config
+    if cfg.task == "detection":  # --model is the detector, --model-kwargs go to statelayers.models.detectors.build
+        from ..models.detectors import build_from_config
 
         return build_from_config(cfg.model, data_kwargs["num_classes"], cfg.model_kwargs, restoring=restoring)
     import timm
@@ -378,7 +378,7 @@ def autocast_ctx(cfg: TrainConfig, device: torch.device):
 @torch.no_grad()
 def run_eval(model: nn.Module, loader: DataLoader, cfg: TrainConfig, d: Dist) -> dict:
     if cfg.task == "detection":  # COCO metrics; "eval_acc" is the box AP
-        from .detection.evaluation import run_detection_eval
+        from .detection_eval import run_detection_eval
 
         return run_detection_eval(model, loader, cfg, d)
     model.eval()
@@ -417,7 +417,7 @@ def eval_loader(ds: Dataset, cfg: TrainConfig, d: Dist, collate_fn=None) -> Data
 def _write_config(run_dir: Path, cfg: TrainConfig, extra: dict) -> None:
     import yaml
 
-    from .checkpoint import atomic_write_bytes
+    from ..checkpoint import atomic_write_bytes
 
     data = {**dataclasses.asdict(cfg), **extra}
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
@@ -561,7 +561,7 @@ def train(cfg: TrainConfig) -> RunResult:
     else:
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.smoothing or 0.0)
     if cfg.task == "detection":
-        from .detection import DetectionLoss
+        from .detection_eval import DetectionLoss
 
         criterion = DetectionLoss()  # the sum of the loss dict a torchvision detector returns
 
@@ -742,7 +742,7 @@ def train(cfg: TrainConfig) -> RunResult:
     if d.main:
         import yaml
 
-        from .checkpoint import atomic_write_bytes
+        from ..checkpoint import atomic_write_bytes
 
         summary = {"model": cfg.model, "world_size": d.world, "global_step": global_step, "best_acc": best_acc,
                    "images_per_s": images_per_s, "params": params, "final": final, "replica_checksums": checksums}

@@ -20,21 +20,21 @@ Datasets (:data:`SEQUENCE_DATASETS`; names are case-insensitive and ``-`` equals
 * a path to a ``.ts`` file or to a folder holding one ``NAME_TRAIN.ts`` + ``NAME_TEST.ts`` pair; any other name
   whose ``NAME_TRAIN.ts`` is in ``data_dir`` (or ``data_dir/NAME/``) or in sktime's data folder (``japanesevowels``,
   ``basicmotions``, ...). A ``.ts`` file that is neither ``*_TRAIN.ts`` nor ``*_TEST.ts`` is split once, 80/20 per
-  class, with a fixed seed (like the digits split in :mod:`statelayers.data`).
+  class, with a fixed seed (like the digits split in :mod:`statelayers.data.images`).
 * ``"sfmnist"`` / ``"sequential_fashion_mnist"`` — Fashion-MNIST pixel by pixel (row-major), ``x`` of shape
   (784, 1), normalised with the training-set pixel mean/std (Debian ``dataset-fashion-mnist``).
 * ``"listops"`` (20,000 / 2,000) and ``"listops_full"`` (LRA's 96,000 / 2,000) — ListOps generated locally with the
   Long Range Arena grammar (synthetic by definition; ``SeqInfo.simulated`` is True). See :class:`ListOpsDataset`.
 * ``"lra_listops"``, ``"lra_text"``, ``"lra_retrieval"`` — the LRA release files in their standard layouts, given by
   ``data_dir`` (see :func:`build_sequence_datasets`).
-* ``"events_fashion_mnist"``, ``"dvs_gesture"``, ``"shd"`` — handed to :mod:`statelayers.events`.
+* ``"events_fashion_mnist"``, ``"dvs_gesture"``, ``"shd"`` — handed to :mod:`statelayers.data.events`.
 
 Conventions:
 
 * **Dense normalisation**: per channel, the mean and (population) standard deviation over every time step of every
   series of the *full, native-length training split* (before ``subset`` and ``max_len``), applied to both splits.
   A constant channel gets std 1. Sequential Fashion-MNIST uses the training-set pixel statistics of
-  :mod:`statelayers.data`.
+  :mod:`statelayers.data.images`.
 * **Missing values** in ``.ts`` files (``?`` or ``NaN``): trailing time steps that are missing in *every* channel are
   treated as padding of a shorter series and dropped (that is how unequal lengths are sometimes stored); any other
   missing or infinite value is a ``ValueError`` naming the file and line (impute first).
@@ -66,7 +66,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .data import (
+from ..layers.padding import PAD_TOKEN
+from .images import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -96,7 +97,6 @@ __all__ = [
     "read_ts",
 ]
 
-PAD_TOKEN = -1
 
 SEQUENCE_DATASETS: dict[str, str] = {
     "acsf1": "UCR ACSF1 appliance power: 100 / 100 series, 1 x 1460, 10 classes (ships with sktime)",
@@ -114,9 +114,9 @@ SEQUENCE_DATASETS: dict[str, str] = {
                 "first 4096 bytes",
     "lra_retrieval": "LRA Retrieval, AAN document pairs as bytes (data_dir: tsv_data/ with "
                      "new_aan_pairs.{train,test}.tsv), first 4000 bytes of each",
-    "events_fashion_mnist": "Fashion-MNIST converted to simulated event streams (statelayers.events)",
-    "dvs_gesture": "DVS128 Gesture event recordings (statelayers.events; data_dir required)",
-    "shd": "Spiking Heidelberg Digits (statelayers.events; data_dir required)",
+    "events_fashion_mnist": "Fashion-MNIST converted to simulated event streams (statelayers.data.events)",
+    "dvs_gesture": "DVS128 Gesture event recordings (statelayers.data.events; data_dir required)",
+    "shd": "Spiking Heidelberg Digits (statelayers.data.events; data_dir required)",
 }
 _ALIASES = {
     "acsf1": "acsf1",
