@@ -290,7 +290,7 @@ def check_existing(run_dir: Path, cfg) -> None:
 def run_job(cfg, run_dir: Path) -> tuple[dict, str]:
     """(summary.yaml of the run, "done" | "resumed" | "trained"): skip a finished run, resume an interrupted one."""
     from statelayers.checkpoint import CheckpointError, latest_checkpoint
-    from statelayers.engine.loop import TrainConfig, train
+    from statelayers.engine import TrainConfig, train
 
     check_existing(run_dir, cfg)
     if (run_dir / "summary.yaml").is_file():
@@ -314,7 +314,7 @@ def read_summary(run_dir: Path) -> dict:
     """summary.yaml of a finished run, its final figures completed from metrics.csv when needed."""
     summary = _read_yaml(run_dir / "summary.yaml")
     if not summary.get("final"):  # resumed after its last checkpoint: the figures are in metrics.csv
-        from statelayers.engine.loop import read_metrics
+        from statelayers.engine import read_metrics
 
         rows = read_metrics(run_dir)
         last = {k: float(v) for k, v in rows[-1].items() if v not in ("", None)}
@@ -330,22 +330,24 @@ def measure_speed(cfg, steps: int) -> dict:
     import torch.nn.functional as F
     from torch.utils.data import default_collate
 
-    from statelayers.engine import loop as engine
+    from statelayers.engine.optim import build_optimizer, learning_rate
+    from statelayers.engine.runtime import autocast_ctx
+    from statelayers.engine.tasks import build_data, build_model, call_model
 
     cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
-    train_ds, eval_ds, _, data_kwargs, collate = engine.build_data(cfg)
+    train_ds, eval_ds, _, data_kwargs, collate = build_data(cfg)
     collate = collate or default_collate
-    model = engine.build_model(cfg, data_kwargs)
-    opt = engine.build_optimizer(cfg, model, engine.learning_rate(cfg, 1))
+    model = build_model(cfg, data_kwargs)
+    opt = build_optimizer(cfg, model, learning_rate(cfg, 1))
     bs = min(cfg.batch_size, len(train_ds))
     x, y = collate([train_ds[i] for i in range(bs)])
     model.train()
     t = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        with engine.autocast_ctx(cfg, torch.device("cpu")):
-            loss = F.cross_entropy(engine.call_model(model, x), y)
+        with autocast_ctx(cfg, torch.device("cpu")):
+            loss = F.cross_entropy(call_model(model, x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -356,9 +358,9 @@ def measure_speed(cfg, steps: int) -> dict:
     xe, _ = collate([eval_ds[i] for i in range(eb)])
     model.eval()
     with torch.no_grad():
-        engine.call_model(model, xe)
+        call_model(model, xe)
         t0 = time.perf_counter()
-        engine.call_model(model, xe)
+        call_model(model, xe)
         te = time.perf_counter() - t0
     steps_per_epoch = len(train_ds) // cfg.batch_size
     return dict(train_ips=bs * len(t) / sum(t), eval_ips=eb / te, train_n=steps_per_epoch * cfg.batch_size,
@@ -469,7 +471,7 @@ def make_jobs(args) -> list[Job]:
 
 
 def config_factory(args):
-    from statelayers.engine.loop import TrainConfig
+    from statelayers.engine import TrainConfig
 
     def make(j: Job) -> TrainConfig:
         return TrainConfig(model=j.model, data=args.data, recipe="small", epochs=args.epochs,
@@ -666,7 +668,7 @@ def child_env(args) -> dict:
 
 def train_argv(cfg) -> list[str]:
     """`python -m statelayers train ...` for a TrainConfig: every field that differs from its default."""
-    from statelayers.engine.loop import TrainConfig
+    from statelayers.engine import TrainConfig
 
     argv = [sys.executable, "-m", "statelayers", "train"]
     default = TrainConfig(model="")
@@ -725,9 +727,13 @@ def probe_worker(spec_path: Path) -> int:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, Subset, default_collate
 
-    from statelayers.engine import loop as engine
+    from statelayers.engine import TrainConfig
+    from statelayers.engine.optim import build_optimizer, learning_rate
+    from statelayers.engine.runtime import autocast_ctx, to_device
+    from statelayers.engine.samplers import EpochSeeded, ShardSampler
+    from statelayers.engine.tasks import build_data, build_model, call_model
 
-    cfg = engine.TrainConfig(**spec["config"]).resolved()
+    cfg = TrainConfig(**spec["config"]).resolved()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
 
@@ -736,13 +742,13 @@ def probe_worker(spec_path: Path) -> int:
             torch.cuda.synchronize()
 
     torch.manual_seed(cfg.seed)
-    train_ds, eval_ds, _, data_kwargs, collate = engine.build_data(cfg)
+    train_ds, eval_ds, _, data_kwargs, collate = build_data(cfg)
     if cfg.eval_subset:
         eval_ds = Subset(eval_ds, range(min(cfg.eval_subset, len(eval_ds))))
-    model = engine.build_model(cfg, data_kwargs).to(device)
-    opt = engine.build_optimizer(cfg, model, engine.learning_rate(cfg, 1))
-    sampler = engine.ShardSampler(len(train_ds), 1, 0, cfg.seed, shuffle=True, batch=cfg.batch_size)
-    loader = DataLoader(engine.EpochSeeded(train_ds, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
+    model = build_model(cfg, data_kwargs).to(device)
+    opt = build_optimizer(cfg, model, learning_rate(cfg, 1))
+    sampler = ShardSampler(len(train_ds), 1, 0, cfg.seed, shuffle=True, batch=cfg.batch_size)
+    loader = DataLoader(EpochSeeded(train_ds, cfg.seed), batch_size=cfg.batch_size, sampler=sampler,
                         num_workers=cfg.workers, drop_last=True, collate_fn=collate)
     batches = iter(loader)
 
@@ -753,9 +759,9 @@ def probe_worker(spec_path: Path) -> int:
         except StopIteration:
             batches = iter(loader)
             x, y = next(batches)
-        x, y = engine.to_device(x, device), y.to(device, non_blocking=True)
-        with engine.autocast_ctx(cfg, device):
-            loss = F.cross_entropy(engine.call_model(model, x), y)
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
+        with autocast_ctx(cfg, device):
+            loss = F.cross_entropy(call_model(model, x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -780,14 +786,14 @@ def probe_worker(spec_path: Path) -> int:
     step_s = (time.perf_counter() - t0) / n
     eb = min(cfg.eval_batch_size, len(eval_ds))
     xe, _ = (collate or default_collate)([eval_ds[i] for i in range(eb)])
-    xe = engine.to_device(xe, device)
+    xe = to_device(xe, device)
     model.eval()
-    with torch.no_grad(), engine.autocast_ctx(cfg, device):
-        engine.call_model(model, xe)
+    with torch.no_grad(), autocast_ctx(cfg, device):
+        call_model(model, xe)
         sync()
         t1 = time.perf_counter()
         for _ in range(2):
-            engine.call_model(model, xe)
+            call_model(model, xe)
         sync()
         eval_ips = 2 * eb / (time.perf_counter() - t1)
     result = dict(key=spec["key"], step_s=step_s, steps=n, eval_ips=eval_ips, startup_s=startup_s,

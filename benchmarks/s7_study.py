@@ -178,7 +178,7 @@ def plan(args) -> tuple[list[Job], dict, dict]:
 
 
 def config_factory(args, infos: dict):
-    from statelayers.engine.loop import TrainConfig
+    from statelayers.engine import TrainConfig
 
     def make(j: Job) -> TrainConfig:
         b = infos[j.group]["budget"]

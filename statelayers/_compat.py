@@ -28,7 +28,7 @@ MOVED = {
     "statelayers.demo": "statelayers.tools.demo",
     "statelayers.detection": "statelayers.models.detectors",
     "statelayers.detection.data": "statelayers.data.coco",
-    "statelayers.detection.evaluation": "statelayers.engine.detection_eval",
+    "statelayers.detection.evaluation": "statelayers.engine.tasks.detection",
 }
 
 

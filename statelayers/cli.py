@@ -43,7 +43,7 @@ def _statelayers_models() -> dict[str, str]:
     import timm
     from timm.models import model_entrypoint
 
-    import statelayers  # noqa: F401  (registers the models)
+    from . import models  # noqa: F401  (registers the models with timm)
 
     out = {}
     for name in timm.list_models():
@@ -124,8 +124,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     import timm
 
-    import statelayers  # noqa: F401
-    from statelayers.tools.profile import measure
+    from . import models  # noqa: F401  (registers the models with timm)
+    from .tools.profile import measure
 
     if not timm.is_model(args.model):
         import difflib
@@ -160,7 +160,7 @@ def _profile_resolutions(args: argparse.Namespace) -> int:
         sides = [int(v) for v in args.resolutions.replace(" ", "").split(",") if v]
     except ValueError:
         return _error(f"--resolutions takes comma-separated integers, got {args.resolutions!r}")
-    from statelayers.tools.resolution import format_profile, plot_profile, profile_resolutions
+    from .tools.resolution import format_profile, plot_profile, profile_resolutions
 
     try:
         prof = profile_resolutions(args.model, sides, with_counterpart=not args.no_counterpart,
@@ -174,7 +174,7 @@ def _profile_resolutions(args: argparse.Namespace) -> int:
 
 
 def _profile_table(args: argparse.Namespace) -> int:
-    from statelayers.tools.profile import PAPER_TABLES, compare_to_paper, format_comparison
+    from .tools.profile import PAPER_TABLES, compare_to_paper, format_comparison
 
     if args.table not in PAPER_TABLES:
         return _error(f"unknown table {args.table!r}; available: {', '.join(sorted(PAPER_TABLES))}")
@@ -191,7 +191,9 @@ def _profile_table(args: argparse.Namespace) -> int:
 
 def _key_values(items: list[str] | None) -> dict:
     """['d_state=16', 'h0=random'] -> {'d_state': 16, 'h0': 'random'} (values parsed as YAML)."""
-    import yaml
+    from ._extras import require
+
+    yaml = require("yaml", "KEY=VALUE arguments")
 
     out = {}
     for item in items or []:
@@ -206,7 +208,7 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     import dataclasses
     import typing
 
-    from .engine.loop import TrainConfig
+    from .engine import TrainConfig
     from .engine.recipes import RECIPES
 
     hints = typing.get_type_hints(TrainConfig)
@@ -255,7 +257,7 @@ def _number(text: str) -> int | float:
 def _train_config(args: argparse.Namespace):
     import dataclasses
 
-    from .engine.loop import TrainConfig
+    from .engine import TrainConfig
 
     values = {}
     for f in dataclasses.fields(TrainConfig):
@@ -285,7 +287,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train a model with a named recipe (one process, or many under torchrun)."""
 
     def run() -> int:
-        from .engine.loop import train
+        from .engine import train
 
         result = train(_train_config(args))
         print(f"run folder: {result.run_dir}  best eval_acc {result.best_acc:.4f}  "
@@ -296,10 +298,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _args_eval(p: argparse.ArgumentParser) -> None:
+    from .engine.tasks import TASKS
+
     p.add_argument("--model", required=True, help="the model the checkpoint was trained as")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file, or a run folder (uses best.safetensors)")
     p.add_argument("--data", required=True, help="as for train: an image or a sequence dataset")
-    p.add_argument("--task", default=None, choices=("image", "sequence", "detection"),
+    p.add_argument("--task", default=None, choices=tuple(TASKS),
                    help="default: inferred from --data (detection: a COCO-format folder; prints COCO AP metrics)")
     p.add_argument("--data-dir", default=None, help="folder of sequence data (dvs_gesture, shd, lra_*, ...)")
     p.add_argument("--max-len", type=int, default=None, help="sequences: truncate to this many steps")
@@ -313,7 +317,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Top-1 / top-5 accuracy and loss of a checkpoint on a dataset's evaluation split."""
 
     def run() -> int:
-        from .engine.loop import evaluate
+        from .engine import evaluate
 
         out = evaluate(args.model, args.checkpoint, args.data, img_size=args.img_size, batch_size=args.batch_size,
                        model_kwargs=_key_values(args.model_kwargs) or None, amp=args.amp, task=args.task,

@@ -259,6 +259,6 @@ def test_imagefolder_rejects_val_classes_unknown_to_train(tmp_path):
 
 def test_fashion_root_is_read_at_call_time(monkeypatch, tmp_path):
     monkeypatch.setenv("STATELAYERS_FASHION_MNIST", str(tmp_path))
-    assert D._fashion_root(None) == tmp_path
+    assert D.fashion_mnist_root(None) == tmp_path
     monkeypatch.delenv("STATELAYERS_FASHION_MNIST")
-    assert D._fashion_root(None) == D.FASHION_MNIST_DIR
+    assert D.fashion_mnist_root(None) == D.FASHION_MNIST_DIR

@@ -97,7 +97,7 @@ def test_train_argv_round_trips_through_the_cli(monkeypatch):
     """The preset starts each run as `python -m statelayers train ...`: those flags give back the same config."""
     depth_study = load_script(monkeypatch)
     from statelayers.cli import _train_config, build_parser
-    from statelayers.engine.loop import TrainConfig
+    from statelayers.engine import TrainConfig
 
     cfg = TrainConfig(model="s6la_cifar_resnet56", data="fashion_mnist", recipe="small", epochs=3, batch_size=128,
                       seed=2, model_kwargs={"zero_init_last": False, "d_state": 32, "h0": "random"}, amp="bf16",

@@ -21,7 +21,7 @@ import statelayers  # noqa: E402,F401
 from statelayers.checkpoint import CheckpointError, atomic_write_bytes, latest_checkpoint, save_weights  # noqa: E402
 from statelayers.cli import main  # noqa: E402
 from statelayers.data.coco import CocoDetectionDataset, find_coco_split, make_fashion_coco  # noqa: E402
-from statelayers.engine.loop import TrainConfig, evaluate, read_metrics, train  # noqa: E402
+from statelayers.engine import TrainConfig, evaluate, read_metrics, train  # noqa: E402
 from statelayers.models.detectors import TimmFPNBackbone, build, load_backbone_checkpoint  # noqa: E402
 
 # pycocotools' mask decoding under numpy 2
@@ -339,8 +339,8 @@ def test_coco_eval_of_a_subset_scores_only_its_images(coco_dir):
     from torch.utils.data import DataLoader, Subset
 
     from statelayers.data.coco import detection_collate
-    from statelayers.engine.detection_eval import coco_metrics, predictions_to_coco, run_detection_eval
-    from statelayers.engine.loop import Dist
+    from statelayers.engine.runtime import Dist
+    from statelayers.engine.tasks.detection import coco_metrics, predictions_to_coco, run_detection_eval
 
     split = find_coco_split(coco_dir, "val")
     ds = CocoDetectionDataset(split.ann_file, split.image_dir)

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 import statelayers  # noqa: F401
 from statelayers.checkpoint import CheckpointError, latest_checkpoint
 from statelayers.cli import main
-from statelayers.engine.loop import TrainConfig, build_optimizer, evaluate, learning_rate, train
+from statelayers.engine import TrainConfig, evaluate, train
+from statelayers.engine.optim import build_optimizer, learning_rate
 
 # BatchNorm statistics depend on how a batch is split; GroupNorm(1) makes a step a function of
 # the global batch only, which the DDP and accumulation equivalences need

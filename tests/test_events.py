@@ -540,7 +540,7 @@ def test_simulated_fashion_datasets_and_padded_batches(tmp_path):
 
 def test_fashion_mnist_simulated_classes_differ():
     try:
-        xtr, ytr, _, _ = D._load_fashion_once(D._fashion_root(None))
+        xtr, ytr, _, _ = D.load_fashion_mnist_cached(D.fashion_mnist_root(None))
     except DatasetMissing:
         pytest.skip("Fashion-MNIST is not installed (apt-get install -y dataset-fashion-mnist)")
     first = {c: int(np.flatnonzero(ytr.numpy() == c)[0]) for c in (1, 7, 8)}  # trouser, sneaker, bag

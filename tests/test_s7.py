@@ -16,7 +16,9 @@ import torch
 
 import statelayers  # noqa: F401
 from statelayers.data.sequences import pad_collate
-from statelayers.layers.s7 import S7, S7Block, hippo_legs_eigenvalues, stable_map, stable_map_inverse, token_bilinear
+from statelayers.layers.discretization import stable_map, stable_map_inverse
+from statelayers.layers.init import hippo_legs_eigenvalues
+from statelayers.layers.s7 import S7, S7Block, token_bilinear
 
 # --------------------------------------------------------------------------------------------- reference
 
@@ -425,8 +427,8 @@ def test_fused_s7_scan_matches_the_reference(case, monkeypatch):
     the gradients of Δ, Bu and Λ: every discretisation, time steps, padded lengths, both directions, S5's
     broadcast Δ, and the multi-chunk path (`chunks`: 4 steps per chunk, 2 lanes per program)."""
     pytest.importorskip("triton")
+    from statelayers.layers.discretization import discretize
     from statelayers.layers.kernels import s7_ops
-    from statelayers.layers.s7 import discretize
 
     if case.get("chunks"):
         from statelayers.layers.kernels import scan_triton

@@ -354,7 +354,7 @@ def test_triton_carries_many_chunks_stably(monkeypatch, dtype=torch.complex64):
     a, b, _ = random_inputs(shape, dtype, gen)
     a[:, ::97] = 1.0
     a, b = a.requires_grad_(), b.requires_grad_()
-    assert kernels._launch_shape(*shape, dtype.is_complex)[2] == 128
+    assert kernels.launch_shape(*shape, dtype.is_complex)[2] == 128
     y = linear_scan(a, b, impl="triton")
     ref = loop64(a.detach(), b.detach())
     assert_close32(y.detach(), ref, "h")

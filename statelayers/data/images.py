@@ -2,7 +2,7 @@
 
 Built-in sets (see :data:`DATASETS`):
 
-* ``"digits"`` — scikit-learn's 1,797 8×8 gray digits (always installed with the test extras). There is no
+* ``"digits"`` — scikit-learn's 1,797 8×8 gray digits (scikit-learn comes with the ``train`` extra). There is no
   official split, so :func:`build_datasets` makes one fixed stratified 80/20 train/eval split (per class, a
   ``torch.Generator`` permutation seeded with :data:`DIGITS_SPLIT_SEED`; ``round(0.2 * n_class)`` images go to
   eval: 1,438 / 359 images). It does not depend on the run's ``seed``, so runs with different seeds are scored
@@ -26,6 +26,7 @@ import gzip
 import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset
 
+from .._extras import require
+
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_DIR",
@@ -42,8 +45,10 @@ __all__ = [
     "DatasetMissing",
     "TensorImageDataset",
     "build_datasets",
+    "fashion_mnist_root",
     "load_digits",
     "load_fashion_mnist",
+    "load_fashion_mnist_cached",
 ]
 
 FASHION_MNIST_DIR = Path(os.environ.get("STATELAYERS_FASHION_MNIST", "/usr/share/datasets/fashion-mnist"))
@@ -122,7 +127,9 @@ _FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t
                   "t10k-labels-idx1-ubyte.gz")
 
 
-def _fashion_root(root: str | Path | None) -> Path:
+def fashion_mnist_root(root: str | Path | None = None) -> Path:
+    """The folder of the Fashion-MNIST IDX files: ``root`` if given, else ``$STATELAYERS_FASHION_MNIST`` (read at
+    call time), else :data:`FASHION_MNIST_DIR`."""
     if root is not None:
         return Path(root)
     env = os.environ.get("STATELAYERS_FASHION_MNIST")
@@ -135,7 +142,7 @@ def load_fashion_mnist(root: str | Path | None = None) -> tuple[torch.Tensor, to
     ``root`` defaults to ``$STATELAYERS_FASHION_MNIST`` (read at call time) or :data:`FASHION_MNIST_DIR`.
     Raises :class:`DatasetMissing` if a file is absent and ``ValueError`` if one is truncated or inconsistent.
     """
-    root = _fashion_root(root)
+    root = fashion_mnist_root(root)
     missing = [n for n in _FASHION_FILES if not (root / n).is_file()]
     if missing:
         raise DatasetMissing(
@@ -158,8 +165,9 @@ def _fashion_cached(root: str, _stamp: tuple) -> tuple[torch.Tensor, ...]:
     return load_fashion_mnist(root)
 
 
-def _load_fashion_once(root: Path) -> tuple[torch.Tensor, ...]:
-    """load_fashion_mnist, cached per process while the files are unchanged (size and mtime)."""
+def load_fashion_mnist_cached(root: Path) -> tuple[torch.Tensor, ...]:
+    """:func:`load_fashion_mnist` of the folder ``root`` (see :func:`fashion_mnist_root`), read once per process
+    and kept while the files are unchanged (size and mtime): the image, sequence and event sets all read it."""
     try:
         stamp = tuple((s.st_size, s.st_mtime_ns) for s in ((root / n).stat() for n in _FASHION_FILES))
     except OSError:
@@ -168,12 +176,11 @@ def _load_fashion_once(root: Path) -> tuple[torch.Tensor, ...]:
 
 
 def load_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's 1,797 8×8 digits as (images (1797, 8, 8) uint8 in 0..255, labels)."""
-    try:
-        from sklearn.datasets import load_digits as _load
-    except ImportError as e:
-        raise DatasetMissing("the digits dataset needs scikit-learn: `pip install scikit-learn`") from e
-    d = _load()
+    """scikit-learn's 1,797 8×8 digits as (images (1797, 8, 8) uint8 in 0..255, labels).
+
+    Raises :class:`statelayers._extras.MissingDependency` (naming the extra that installs scikit-learn) when
+    scikit-learn is not installed."""
+    d = require("sklearn.datasets", "the digits dataset").load_digits()
     x = torch.from_numpy(d.images).float().mul(255.0 / 16.0).round().clamp(0, 255).to(torch.uint8)
     return x, torch.from_numpy(d.target).long()
 
@@ -231,7 +238,8 @@ class TensorImageDataset(Dataset):
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, mean: tuple[float, ...],
-                 std: tuple[float, ...], img_size: int, classes: list[str], transform=None,
+                 std: tuple[float, ...], img_size: int, classes: list[str],
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  indices: torch.Tensor | None = None):
         if images.dtype != torch.uint8 or images.ndim != 3:
             raise ValueError(f"expected uint8 images (N, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -427,7 +435,7 @@ def build_datasets(data: str, *, img_size: int | None = None, train_aug: dict | 
         mean, std = _pixel_stats(x[itr])
         return _tensor_sets("digits", x[itr], y[itr], x[iev], y[iev], classes=list(DIGITS_CLASSES), mean=mean,
                             std=std, img_size=img_size, aug=aug, subset=subset, seed=seed, itr=itr, iev=iev)
-    xtr, ytr, xte, yte = _load_fashion_once(_fashion_root(None))
+    xtr, ytr, xte, yte = load_fashion_mnist_cached(fashion_mnist_root())
     return _tensor_sets("fashion_mnist", xtr, ytr, xte, yte, classes=list(FASHION_MNIST_CLASSES),
                         mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, img_size=img_size, aug=aug, subset=subset,
                         seed=seed, itr=torch.arange(len(ytr)), iev=torch.arange(len(yte)))

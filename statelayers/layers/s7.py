@@ -18,8 +18,11 @@ forward value (the official JAX code stores w for `Λ = -1/(a w² + b)` but eval
 in its forward pass; design note s7.md §2 — not reproduced here). `transition="direct"` is the paper's
 literal discrete form `Λ̄_k = 1 − 1/(a w_k² + b)` with `w_k = w + W_w u_k` (real states only).
 
-The recurrence itself is `statelayers.layers.scan.linear_scan`; `S7.step` runs one step of it for streaming
-and produces exactly the scan's outputs.
+The math this layer shares lives beside it: the HiPPO-LegS and Δ inits in `init.py`, the stable map and the
+discretisations in `discretization.py`, the state precision in `precision.py`, the padding mask in `padding.py`.
+The recurrence itself is `statelayers.layers.scan.linear_scan` (on CUDA, `kernels/s7_ops.s7_scan` fuses the
+discretisation into it); `S7.step` runs one step of it for streaming and produces exactly the scan's outputs.
+Here: the layer, the `token_bilinear` op that computes B_k u_k and C_k x_k, and S5's block around the layer.
 """
 
 from __future__ import annotations
@@ -31,46 +34,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .discretization import DISCRETIZATIONS, TRANSITIONS, discretize, stable_map, stable_map_inverse
+from .init import hippo_legs_eigenvalues, mamba_dt_bias
 from .kernels import fused_path
 from .kernels.s7_ops import s7_scan
-from .selective import mamba_dt_bias, state_float
+from .padding import valid_mask
+from .precision import state_float, state_like
+from .scan import linear_scan
 
+# hippo_legs_eigenvalues, stable_map and stable_map_inverse are defined in init.py and discretization.py; they stay
+# listed here because this module is also the old import path `statelayers.s7` (statelayers._compat)
 __all__ = ["S7", "S7Block", "hippo_legs_eigenvalues", "stable_map", "stable_map_inverse"]
-
-DISCRETIZATIONS = ("zoh", "dirac", "async")
-TRANSITIONS = ("stable", "exp", "clip", "direct")
-
-
-# --------------------------------------------------------------------------------------------- eigenvalues
-
-
-def hippo_legs_eigenvalues(block: int) -> np.ndarray:
-    """Eigenvalues of the normal part of HiPPO-LegS of size `block` (S5's initialisation).
-
-    HiPPO-LegS is normal plus low rank: S = A + p pᵀ with p_n = sqrt(n + 1/2) is -I/2 plus a skew
-    matrix, so every eigenvalue has real part -1/2 and the imaginary parts are those of the skew part.
-    """
-    n = np.arange(block)
-    q = np.sqrt(2 * n + 1.0)
-    a = -np.tril(np.outer(q, q), -1) - np.diag(n + 1.0)
-    p = np.sqrt(n + 0.5)
-    s = a + np.outer(p, p)
-    skew = s - np.diag(np.diag(s))
-    imag = np.linalg.eigvalsh(-1j * skew)  # Hermitian: -i × real skew
-    return np.diag(s).mean() + 1j * imag
-
-
-def stable_map(w: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """StableSSM's reparameterisation `-1 / (a w² + b)`: negative for every w, bounded by -1/b."""
-    return -1.0 / (a * w.square() + b)
-
-
-def stable_map_inverse(lam: torch.Tensor, a: float, b: float) -> torch.Tensor:
-    """The w ≥ 0 with `stable_map(w) = lam`, for `-1/b ≤ lam < 0`."""
-    if (lam >= 0).any() or (lam < -1.0 / b).any():
-        raise ValueError(f"stable_map reaches only [-1/b, 0) = [{-1.0 / b:g}, 0); got values in "
-                         f"[{lam.min().item():g}, {lam.max().item():g}]")
-    return torch.sqrt((-1.0 / lam - b) / a)
 
 
 # --------------------------------------------------------------------------------------------- the layer
@@ -239,7 +213,7 @@ class S7(nn.Module):
             return re
         return torch.complex(re, self.lambda_im.to(re.dtype))
 
-    def _rows(self):
+    def _rows(self) -> tuple[int, int, int]:
         """Row ranges of `x_proj` for δ, B and C (and w_k of the direct transition): the official layout."""
         n, h = self.n_states, self.d_model
         dirs, parts = (2 if self.bidirectional else 1), (2 if self.complex_state else 1)
@@ -345,8 +319,6 @@ class S7(nn.Module):
         """`u` (B, L, H) → (B, ceil(L/stride), H). `tau` (B, L): time steps (async); `lengths` (B,): valid
         prefix of each padded sequence — padded steps leave the state unchanged, so a backward scan starts
         at each sequence's own end. Output steps past a sequence's pooled length are not meaningful."""
-        from .scan import linear_scan
-
         if u.dim() != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"S7 expects input (batch, length, {self.d_model}), got {tuple(u.shape)}")
         if tau is not None and tau.shape != u.shape[:2]:
@@ -369,7 +341,7 @@ class S7(nn.Module):
             if self.bidirectional:
                 x = torch.cat([x, linear_scan(a, b, reverse=True, lengths=lengths, impl=self.scan_impl)], dim=-1)
         if lengths is not None:
-            valid = (torch.arange(u.shape[1], device=u.device)[None, :] < lengths[:, None])[..., None]
+            valid = valid_mask(lengths, u.shape[1], u.device)[..., None]
             u = u * valid.to(u.dtype)  # padded steps add nothing to a (partial) pooling window
         u_read = u
         if s > 1:  # read out the state at the end of each window, with C_k of that step
@@ -380,7 +352,7 @@ class S7(nn.Module):
 
     # ---------------------------------------------------------------------------------------- streaming
 
-    def init_state(self, batch: int, device=None) -> dict:
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
         """The streaming state before the first token."""
         if self.bidirectional:
             raise ValueError("a bidirectional S7 layer reads the future; it cannot run step by step")
@@ -405,20 +377,6 @@ class S7(nn.Module):
                 return None, new
         y = self._read(x[:, None], u_read[:, None])[:, 0] + state_like(self.D, x) * state_like(u_k, x)
         return y.to(u_k.dtype) if u_k.dtype in (torch.bfloat16, torch.float16) else y, new
-
-
-def discretize(lam: torch.Tensor, delta: torch.Tensor, bu: torch.Tensor, tau: torch.Tensor | None,
-               discretization: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The scan's elements (Λ̄_k, γ_k ⊙ B_k u_k): Λ̄ = exp(Λ Δ τ) and γ = (Λ̄ − 1)/Λ (zoh) · 1 (dirac) ·
-    (exp(Λ Δ) − 1)/Λ (async: the input is normalised by the unit step; the gap only decays). The readable
-    reference of `kernels/s7_ops.s7_scan`, which computes them inside the scan."""
-    step = delta if tau is None else delta * tau.to(delta.dtype)[..., None]
-    lam_bar = torch.exp(lam * step)
-    if discretization == "zoh":
-        bu = (lam_bar - 1.0) / lam * bu
-    elif discretization == "async":
-        bu = (torch.exp(lam * delta) - 1.0) / lam * bu
-    return lam_bar, bu
 
 
 # `out[n, m] = Σ_k (W u_n + b)[m·K + k] · v_n[k]`, in chunks of tokens: `C_k x_k` (and `B_k u_k`) with the
@@ -492,11 +450,6 @@ def token_bilinear(u: torch.Tensor, v: torch.Tensor, weight: torch.Tensor, bias:
     return _token_bilinear(u.contiguous(), v.contiguous(), weight.contiguous(), bias.contiguous(), m, chunk)
 
 
-def state_like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """`t` in the real dtype matching the state `x` (float32, or float64 for float64/complex128 states)."""
-    return t.to(torch.float64 if x.dtype in (torch.float64, torch.complex128) else torch.float32)
-
-
 # --------------------------------------------------------------------------------------------- the block
 
 
@@ -530,7 +483,7 @@ class S7Block(nn.Module):
         if lengths is None or not self.training:
             return self.norm(x.transpose(1, 2)).transpose(1, 2)
         # batch statistics over the valid steps only, so padding does not shift them
-        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
+        valid = valid_mask(lengths, x.shape[1], x.device)
         out = x.clone()
         out[valid] = self.norm(x[valid])
         return out
@@ -551,7 +504,7 @@ class S7Block(nn.Module):
         s = self.ssm.stride
         if s > 1:
             if lengths is not None:  # padded steps add nothing to a pooling window, as in the layer itself
-                x = x * (torch.arange(x.shape[1], device=x.device)[None, :, None] < lengths[:, None, None]).to(x.dtype)
+                x = x * valid_mask(lengths, x.shape[1], x.device)[..., None].to(x.dtype)
             if x.shape[1] % s:
                 x = F.pad(x, (0, 0, 0, s - x.shape[1] % s))
                 tau = None if tau is None else F.pad(tau, (0, s - tau.shape[1] % s))
@@ -564,7 +517,8 @@ class S7Block(nn.Module):
         return self._skip(x, tau, lengths) + self._time_dropout(self._gate(y))
 
     @torch.no_grad()
-    def step(self, x_k: torch.Tensor, state: dict, tau_k: torch.Tensor | None = None):
+    def step(self, x_k: torch.Tensor, state: dict, tau_k: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor | None, dict]:
         """Streaming: one token (B, d_model) → (output (B, d_out) or None inside a window, state).
         Batch norm uses its running statistics (eval mode), as `forward` does in eval."""
         if self.training:
@@ -584,7 +538,7 @@ class S7Block(nn.Module):
             skip = self.skip_proj(skip)
         return skip + self._gate(y.to(x_k.dtype)), new
 
-    def init_state(self, batch: int, device=None) -> dict:
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
         return {"ssm": self.ssm.init_state(batch, device), "skip": {}}
 
 

@@ -6,7 +6,7 @@
 `a`, `b` are `(batch, time, lanes)`, real or complex, of one dtype; `h_{-1} = h0` (`(batch, lanes)`,
 zeros by default). `reverse=True` runs from the last step to the first (`h_L = h0`), for
 bidirectional layers. float16/bfloat16 inputs are computed and returned in float32: the state is
-kept in float32 as everywhere in this package (`ssm.py`), because the small decays that carry
+kept in float32 as everywhere in this package (`precision.py`), because the small decays that carry
 information over thousands of steps do not survive half precision.
 
 Implementations (`impl`), chosen by measurement on the 2-core CPU this project runs on (design
@@ -70,6 +70,8 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from .padding import valid_mask
+
 __all__ = ["linear_scan", "linear_scan_reference", "numba_available"]
 
 IMPLS = ("auto", "numba", "triton", "torch", "reference")
@@ -126,7 +128,8 @@ def numba_available() -> bool:
 # ------------------------------------------------------------------------------------ reference
 
 
-def linear_scan_reference(a, b, h0=None, *, reverse=False) -> torch.Tensor:
+def linear_scan_reference(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *,
+                          reverse: bool = False) -> torch.Tensor:
     """`h_k = a_k * h_{k-1} + b_k`, one time step at a time (the specification of `linear_scan`).
 
     Autograd runs through the plain torch ops. `unbind` rather than indexing, so that backward
@@ -534,7 +537,7 @@ def _check_lengths(lengths, a) -> torch.Tensor | None:
 
 def _mask_padded(a, b, lengths):
     """a = 1 and b = 0 at padded steps (time ≥ lengths[i]): the state passes them unchanged."""
-    valid = (torch.arange(a.shape[1], device=a.device)[None, :] < lengths[:, None])[..., None]
+    valid = valid_mask(lengths, a.shape[1], a.device)[..., None]
     return torch.where(valid, a, torch.ones_like(a)), torch.where(valid, b, torch.zeros_like(b))
 
 
@@ -546,7 +549,8 @@ def _auto_impl(a: torch.Tensor) -> str:
     return "triton" if a.is_cuda and triton_available() and a.dtype in _TRITON_DTYPES else "torch"
 
 
-def linear_scan(a, b, h0=None, *, reverse=False, lengths=None, impl="auto") -> torch.Tensor:
+def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None, *, reverse: bool = False,
+                lengths: torch.Tensor | None = None, impl: str = "auto") -> torch.Tensor:
     """All states of `h_k = a_k * h_{k-1} + b_k` (k = 0..L-1, `h_{-1} = h0`), shape `(B, L, P)`.
 
     Args:

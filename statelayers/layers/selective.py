@@ -1,4 +1,4 @@
-"""The selective state-space step shared by every S6LA variant (and by S7).
+"""The selective state-space step shared by every S6LA variant.
 
 One step of a diagonal selective SSM, discretised as in Mamba:
 
@@ -11,47 +11,31 @@ One step of a diagonal selective SSM, discretised as in Mamba:
 
 `z` is a summary of the current layer output (a pooled feature map, a class token) and `u` is
 the signal that enters the state. How Δ, B and u broadcast against `h` depends on the backbone,
-so callers shape them and call `ssm_step`; everything else (parameters, inits, numerics) lives
-here. The state arithmetic always runs in float32, also under autocast: exp(ΔA) of a bf16 Δ
-loses the small decays that carry information across many steps.
+so callers shape them and call `ssm_step`; the parameters and numerics live here, the inits in
+`init.py` (shared with S7) and the precision rule in `precision.py`. The state arithmetic always
+runs in float32, also under autocast: exp(ΔA) of a bf16 Δ loses the small decays that carry
+information across many steps.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .init import mamba_dt_bias, s4d_real_a_log
+from .precision import state_float
+
+# s4d_real_a_log, mamba_dt_bias and state_float are defined in init.py and precision.py; they stay listed here
+# because this module is also the old import path `statelayers.ssm` (statelayers._compat), star imports included
 __all__ = [
     "s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step", "state_float",
-    "conv_state_update", "token_state_update",
+    "conv_state_update", "token_state_update", "RMS_EPS",
 ]
 
-
-def state_float(t: torch.Tensor) -> torch.Tensor:
-    """`t` in the state's precision: float32, or float64 for a float64 model (reference tests)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
-def s4d_real_a_log(d_state: int, *lead: int) -> torch.Tensor:
-    """`log(1..N)` along the last axis, broadcast over `lead` axes (Mamba's `A_log` init)."""
-    a = torch.arange(1, d_state + 1, dtype=torch.float32).log()
-    return a.expand(*lead, d_state).clone()
-
-
-def mamba_dt_bias(
-    n: int, dt_min: float = 1e-3, dt_max: float = 1e-1, dt_floor: float = 1e-4, generator=None
-) -> torch.Tensor:
-    """Bias `b` with softplus(b) = dt, dt log-uniform in [dt_min, dt_max] and floored at dt_floor."""
-    if not 0 < dt_min <= dt_max:
-        raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
-    u = torch.rand(n, generator=generator, dtype=torch.float64)
-    dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_floor)
-    # inverse of softplus: b = dt + log(1 - exp(-dt))
-    return (dt + torch.log(-torch.expm1(-dt))).float()
+RMS_EPS = 1e-6  # the epsilon of S6LA's RMS normalisation of the state input (the fused kernels take the same)
 
 
 class StepTerms(NamedTuple):
@@ -182,7 +166,7 @@ def conv_state_update(step: SelectiveParams, h: torch.Tensor, u: torch.Tensor, r
     u = state_float(u)
     z = u.mean(dim=(2, 3))
     if rms:
-        s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / u[0].numel() + 1e-6)[:, None]
+        s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / u[0].numel() + RMS_EPS)[:, None]
         z = z * s
     delta, b = step(z)
     if rms:
@@ -199,6 +183,6 @@ def token_state_update(step: SelectiveParams, h: torch.Tensor, c: torch.Tensor, 
     """
     u = state_float(c)
     if rms:
-        u = u * torch.rsqrt(u.square().mean(dim=-1, keepdim=True) + 1e-6)
+        u = u * torch.rsqrt(u.square().mean(dim=-1, keepdim=True) + RMS_EPS)
     delta, b = step(u)
     return ssm_step(h, delta[:, :, None], step.A, b[:, None, :], u[:, :, None])

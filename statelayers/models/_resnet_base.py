@@ -13,8 +13,6 @@ average-pooled where a block halves the resolution. Subclasses say how the state
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -25,6 +23,7 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch.utils.checkpoint import checkpoint
 
 from ..checkpoint import load_into_larger_model
+from ._inputs import check_image_input
 
 __all__ = [
     "residual_branch",
@@ -32,7 +31,6 @@ __all__ = [
     "block_shortcut",
     "block_output",
     "follow_resolution",
-    "check_image_input",
     "to_small_image_stem",
     "StagedResNet",
     "StatefulResNet",
@@ -186,23 +184,6 @@ def follow_resolution(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if h.shape[-2:] != x.shape[-2:]:
             raise RuntimeError(f"state {tuple(h.shape)} cannot follow features {tuple(x.shape)}")
     return h
-
-
-def check_image_input(x: Any, in_chans: int, min_size: int, name: str) -> None:
-    """Raise a ValueError that names the problem instead of a conv shape error deep inside."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} expects a torch.Tensor image batch, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{name} expects a 4-D (batch, channels, height, width) tensor, got shape {tuple(x.shape)}")
-    if x.shape[1] != in_chans:
-        raise ValueError(
-            f"{name} was built for {in_chans} input channel(s) but got {x.shape[1]} "
-            f"(shape {tuple(x.shape)}); create it with in_chans={x.shape[1]} or convert the images"
-        )
-    if x.shape[-1] < min_size or x.shape[-2] < min_size:
-        raise ValueError(f"{name} needs images of at least {min_size}x{min_size} px, got {x.shape[-2]}x{x.shape[-1]}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name} expects a floating-point image tensor, got dtype {x.dtype}")
 
 
 def to_small_image_stem(model: ResNet, in_chans: int) -> None:

@@ -125,6 +125,21 @@ class TokenStateUnit(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {f"ssm.{n}" for n in self.ssm.no_weight_decay()}
 
+    @torch.no_grad()
+    def reinit(self, zero_init_readout: bool) -> None:
+        """The unit's init again, after a backbone's generic re-init (timm's Linear init) overwrote it. Not named
+        `init_weights` or `reset_parameters`: timm's and torch's init walks call those on every module."""
+        self.ssm.reset_parameters()
+        if self.ssm.selective:
+            trunc_normal_(self.ssm.wB.weight, std=0.02)
+        lin = self.wC if self.fuse == "mul" else self.wcat
+        if zero_init_readout:
+            nn.init.zeros_(lin.weight)
+        else:
+            trunc_normal_(lin.weight, std=0.02)
+        if lin.bias is not None:
+            nn.init.zeros_(lin.bias)
+
 
 @torch.no_grad()
 def record_state_terms(named_units: list[tuple[str, TokenStateUnit]], run) -> list[dict]:

@@ -6,7 +6,7 @@
 
 Detectors: ``faster_rcnn``, ``retinanet``, ``mask_rcnn`` (FPN; `build` below). Data: COCO-format folders
 (`statelayers.data.coco.find_coco_split` documents the layout), evaluated with pycocotools
-(`statelayers.engine.detection_eval`). The training engine
+(`statelayers.engine.tasks.detection`). The training engine
 runs them as the task "detection"::
 
     statelayers make-coco-demo data/fashion_coco                       # a small real-image COCO set, offline
@@ -32,6 +32,7 @@ stem + first stage frozen (``trainable_layers=3``, MMDetection's ``frozen_stages
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -169,14 +170,14 @@ class TimmFPNBackbone(nn.Module):
             was trained with.
     """
 
-    def __init__(self, name: str, *, levels=(1, 2, 3, 4), out_channels: int = 256, extra: str = "maxpool",
-                 checkpoint: str | Path | None = None, frozen_bn: bool | None = None, trainable_layers: int = 3,
-                 backbone_kwargs: dict | None = None):
+    def __init__(self, name: str, *, levels: Sequence[int] = (1, 2, 3, 4), out_channels: int = 256,
+                 extra: str = "maxpool", checkpoint: str | Path | None = None, frozen_bn: bool | None = None,
+                 trainable_layers: int = 3, backbone_kwargs: dict | None = None):
         super().__init__()
         import timm
         from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool, LastLevelP6P7
 
-        import statelayers  # noqa: F401  (registers the models)
+        from .. import models  # noqa: F401  (the families register with timm; the models package, not the top one)
 
         if not timm.is_model(name):
             raise ValueError(f"unknown backbone {name!r}; `statelayers models` lists ours, any timm CNN works too")

@@ -22,15 +22,10 @@ from timm.layers import LayerNorm
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import Block
 
-from .s6la_deit import DEIT_ARCHS, BlockLoopViT, build_vit, deit_cfg
+from ._mrla_base import eca_kernel_size
+from ._vit_base import DEIT_ARCHS, BlockLoopViT, build_vit, deit_cfg
 
 __all__ = ["MRLAVisionTransformer", "MRLALightTokens", "MRLALightBlock"]
-
-
-def eca_kernel_size(channels: int) -> int:
-    """ECA's adaptive kernel: t = int(|(log2 C + 1) / 2|), made odd."""
-    t = int(abs((math.log2(channels) + 1) / 2))
-    return t if t % 2 else t + 1
 
 
 class MRLALightTokens(nn.Module):

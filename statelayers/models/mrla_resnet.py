@@ -31,14 +31,13 @@ Differences from the official code (joyfang1106/MRLA, `resnet/models/resnet_mrla
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck
 
+from ._mrla_base import eca_kernel_size
 from ._resnet_base import (
     ARCHS,
     StagedResNet,
@@ -51,13 +50,8 @@ from ._resnet_base import (
     small_resnet_kwargs,
 )
 
+# eca_kernel_size lives in _mrla_base (the MRLA DeiT shares it); still importable from here
 __all__ = ["MRLALightAttention", "MRLALight", "MRLABasicBlock", "MRLABottleneck", "MRLAResNet", "eca_kernel_size"]
-
-
-def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """ECA-Net's adaptive kernel size: t = int(|(log2 C + b) / γ|), made odd by rounding up."""
-    t = int(abs((math.log2(channels) + b) / gamma))
-    return t if t % 2 else t + 1
 
 
 class MRLALightAttention(nn.Module):
@@ -165,7 +159,9 @@ class MRLAResNet(StagedResNet):
         **kwargs: timm `ResNet` arguments (layers, channels, num_classes, in_chans, drop_path_rate, ...).
     """
 
-    def __init__(self, *, block=Bottleneck, mrla_dim_per_head: int = 32, small_image: bool = False, **kwargs):
+    def __init__(
+        self, *, block: type[nn.Module] = Bottleneck, mrla_dim_per_head: int = 32, small_image: bool = False, **kwargs
+    ):
         block = _MRLA_BLOCKS.get(block, block)
         if not issubclass(block, _MRLAStep):
             raise TypeError(f"MRLAResNet needs a BasicBlock or Bottleneck, got {block.__name__}")

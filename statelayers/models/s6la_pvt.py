@@ -1,6 +1,6 @@
 """S6LA on PVTv2-B0/B1/B2 (design note s6la.md §4).
 
-The same recurrence as `s6la_swin.py` (see there and `HierarchicalS6LA`): one `TokenStateUnit` of
+The same recurrence as `s6la_swin.py` (see there and `HierarchicalS6LA`, `_hier_base.py`): one `TokenStateUnit` of
 width D_s per block of stage s, summary token = mean over the block's output tokens, the read
 updates all tokens, `h ← P_s h` (or a per-stage h0) at each stage change. timm's PVTv2 blocks take
 `(tokens (B, L, C), feat_size)`; after the last block of a stage come `stage.norm` and the reshape
@@ -20,8 +20,8 @@ from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from timm.models.pvt_v2 import _cfg as pvt_cfg
 from timm.models.pvt_v2 import checkpoint_filter_fn as pvt_filter_fn
 
-from ._resnet_base import check_image_input
-from .s6la_swin import HierarchicalS6LA, build_hier
+from ._hier_base import HierarchicalS6LA, build_hier
+from ._inputs import check_image_input
 
 __all__ = ["S6LAPyramidVisionTransformerV2"]
 

@@ -21,8 +21,6 @@ reads as `conv1(cat([X, h]))` — the fewest ops per block, which is what a GPU 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -31,7 +29,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ..layers.kernels import fused_path
 from ..layers.kernels.s6la_ops import conv_update
-from ..layers.selective import SelectiveParams, conv_state_update, state_float
+from ..layers.selective import SelectiveParams, conv_state_update
 from ._resnet_base import (
     ARCHS,
     StatefulResNet,
@@ -44,10 +42,10 @@ from ._resnet_base import (
     small_cfg,
     small_resnet_kwargs,
 )
+from ._state_init import check_h0_mode, learned_h0, start_state
 
 __all__ = ["S6LAResNet"]
 
-H0_MODES = ("learned", "random", "zeros")
 U_NORMS = ("rms", "none")  # strings: timm.create_model drops None-valued kwargs
 
 
@@ -85,8 +83,7 @@ class S6LAResNet(StatefulResNet):
         small_image: bool = False,
         **kwargs,
     ):
-        if h0 not in H0_MODES:
-            raise ValueError(f"h0 must be one of {H0_MODES}, got {h0!r}")
+        check_h0_mode(h0)
         if u_norm not in U_NORMS:
             raise ValueError(f"u_norm must be one of {U_NORMS}, got {u_norm!r}")
         if d_state < 1:
@@ -101,11 +98,7 @@ class S6LAResNet(StatefulResNet):
         self.fold_projection = False  # see reparameterize()
         self._folds: dict = {}
 
-        if h0 == "learned":
-            self.h0 = nn.Parameter(torch.empty(1, d_state, 1, 1))
-            nn.init.kaiming_normal_(self.h0)  # fan_in = N, std √(2/N)
-        else:
-            self.h0 = None
+        self.h0 = learned_h0((1, d_state, 1, 1)) if h0 == "learned" else None
 
         stages = self.stages()
         if x_to_h:
@@ -124,12 +117,8 @@ class S6LAResNet(StatefulResNet):
 
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         b, _, hh, ww = x.shape
-        if self.h0 is not None:
-            return state_float(self.h0).expand(b, -1, hh, ww)
-        h = state_float(x.new_zeros(b, self.d_state, hh, ww))
-        if self.h0_mode == "random" and self.training:
-            h.normal_(0.0, math.sqrt(2.0 / self.d_state))  # the learned h0's init distribution
-        return h
+        draw = self.h0_mode == "random" and self.training
+        return start_state(self.h0, x, (b, self.d_state, hh, ww), self.d_state, draw)
 
     def state_input(self, out, stage, block, hidden):
         if self.conv_out is None or getattr(block, "s6la", None) is None:

@@ -7,7 +7,8 @@
     retrieval: both documents through the same encoder; [z₁, z₂, z₁−z₂, z₁⊙z₂] → Linear → GELU → Linear
 
 Inputs are keyword tensors in the format of `statelayers.data.sequences` (`x` or `tokens`, optional `tau`,
-`lengths`, `tokens2`, `lengths2`), so `model(**batch)` works on a padded batch. Registered with timm;
+`lengths`, `tokens2`, `lengths2`), so `model(**batch)` works on a padded batch (token padding `PAD_TOKEN` and the
+lengths → valid-steps mask of `statelayers.layers.padding`). Registered with timm;
 `s7_*` models have input-dependent layers, and every model takes `input_dependent=False` to become S5.
 
 The `s7_<task>` variants are the official configurations (design note s7.md §7); for the three whose
@@ -21,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
+from ..layers.padding import PAD_TOKEN, valid_mask
 from ..layers.s7 import S7Block
 
 __all__ = ["S7Sequence", "GRUSequence"]
@@ -32,19 +34,13 @@ def _drop_timm_extras(kwargs: dict) -> None:
         kwargs.pop(k, None)
 
 
-def _valid_mask(lengths: torch.Tensor | None, length: int, device) -> torch.Tensor | None:
-    if lengths is None:
-        return None
-    return torch.arange(length, device=device)[None, :] < lengths.to(device)[:, None]
-
-
 class S7Sequence(nn.Module):
     """A stack of S7 blocks with an encoder and a classification (or retrieval, or per-step) head.
 
     Args:
         num_classes: outputs of the head (0: return features).
         in_chans: channels of dense inputs `x` (B, L, C); or
-        vocab_size: token vocabulary of `tokens` (B, L) (padding id -1 → a zero vector).
+        vocab_size: token vocabulary of `tokens` (B, L) (padding id `PAD_TOKEN` = -1 → a zero vector).
         d_model, d_state: H and P of the first stage.
         depth: S7 blocks per stage.  num_stages: stages.  expansion: H and P multiplier per stage.
         stride: token pooling in the first block of every stage (1: none).  pool: "last" | "avg" | "timepool".
@@ -108,16 +104,18 @@ class S7Sequence(nn.Module):
         if tokens.dim() != 2 or tokens.is_floating_point():
             raise ValueError(f"tokens must be an integer tensor (batch, length), got {tokens.dtype} "
                              f"{tuple(tokens.shape)}")
-        if tokens.numel() and (tokens.max() >= self.vocab_size or tokens.min() < -1):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}) (or -1 for padding); got "
+        if tokens.numel() and (tokens.max() >= self.vocab_size or tokens.min() < PAD_TOKEN):
+            raise ValueError(f"token ids must be in [0, {self.vocab_size}) (or {PAD_TOKEN} for padding); got "
                              f"[{tokens.min().item()}, {tokens.max().item()}]")
-        pad = tokens < 0
+        pad = tokens == PAD_TOKEN
         emb = self.encoder(tokens.clamp(min=0))
         return emb.masked_fill(pad[..., None], 0.0)
 
     # ------------------------------------------------------------------------------------------- forward
 
-    def forward_features(self, x=None, tokens=None, tau=None, lengths=None):
+    def forward_features(self, x: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                         tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(per-step features (B, L', H), pooled τ (B, L') or None, lengths (B,) or None)."""
         z = self._encode(x, tokens)
         if tau is not None and tau.shape != z.shape[:2]:
@@ -132,8 +130,9 @@ class S7Sequence(nn.Module):
                     lengths = torch.div(lengths + s - 1, s, rounding_mode="floor")
         return self.norm(z), tau, lengths
 
-    def pool_features(self, z, tau=None, lengths=None) -> torch.Tensor:
-        valid = _valid_mask(lengths, z.shape[1], z.device)
+    def pool_features(self, z: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        valid = valid_mask(lengths, z.shape[1], z.device)
         if self.head_kind == "last":
             if lengths is None:
                 return z[:, -1]
@@ -145,13 +144,16 @@ class S7Sequence(nn.Module):
             w = w * valid.to(z.dtype)
         return (z * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def forward_head(self, z, tau=None, lengths=None, pre_logits: bool = False):
+    def forward_head(self, z: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                     pre_logits: bool = False) -> torch.Tensor:
         if self.head_kind == "none":
             return z if pre_logits else self.head(z)
         f = self.pool_features(z, tau, lengths)
         return f if pre_logits else self.head(f)
 
-    def forward(self, x=None, tokens=None, tau=None, lengths=None, tokens2=None, lengths2=None):
+    def forward(self, x: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                tokens2: torch.Tensor | None = None, lengths2: torch.Tensor | None = None) -> torch.Tensor:
         if self.vocab_size and isinstance(x, torch.Tensor) and not x.is_floating_point() and tokens is None:
             x, tokens = None, x  # model(token_tensor)
         if self.retrieval:
@@ -164,13 +166,14 @@ class S7Sequence(nn.Module):
 
     # ------------------------------------------------------------------------------------------- streaming
 
-    def init_state(self, batch: int, device=None) -> dict:
+    def init_state(self, batch: int, device: torch.device | str | None = None) -> dict:
         """Streaming state: every block's SSM state and the head's running pool."""
         return {"blocks": [b.init_state(batch, device) for b in self.blocks], "sum": None, "weight": None,
                 "last": None}
 
     @torch.no_grad()
-    def step(self, token, state: dict, tau_k: torch.Tensor | None = None):
+    def step(self, token: torch.Tensor, state: dict, tau_k: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor | None, dict]:
         """Feed one step (a token id (B,) or a dense input (B, C)) → (logits so far or None, state).
 
         After the last step of a sequence the logits equal `forward` on the whole sequence (exactly the
@@ -237,13 +240,14 @@ class GRUSequence(nn.Module):
         self.head = nn.Linear(d_model, num_classes)
         self.num_features = d_model
 
-    def forward(self, x=None, tokens=None, tau=None, lengths=None, **_):
+    def forward(self, x: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
+                tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None, **_) -> torch.Tensor:
         z = S7Sequence._encode(self, x, tokens)
         out, _ = self.gru(z)
         if self.head_kind == "last":
             f = out[:, -1] if lengths is None else out[torch.arange(out.shape[0]), (lengths - 1).clamp(min=0)]
         else:
-            valid = _valid_mask(lengths, out.shape[1], out.device)
+            valid = valid_mask(lengths, out.shape[1], out.device)
             w = torch.ones(out.shape[:2], device=out.device) if valid is None else valid.to(out.dtype)
             f = (out * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
         return self.head(f)

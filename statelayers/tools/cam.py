@@ -58,7 +58,7 @@ def load_classifier(model_name: str, checkpoint: str | Path, *, img_size: int | 
     import timm
     from safetensors import safe_open
 
-    import statelayers  # noqa: F401  (registers the models)
+    import statelayers.models  # noqa: F401  (registers the models with timm)
 
     from ..checkpoint import CheckpointError, load_weights
 

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.loop import TrainConfig, plot_curves, read_metrics, train
+from ..engine import TrainConfig, plot_curves, read_metrics, train
 
 __all__ = ["DemoRow", "run_demo", "default_demo_data"]
 
@@ -53,7 +53,7 @@ def run_demo(data: str | None = None, *, epochs: int | None = None, subset: int 
         result = train(cfg)
         import timm
 
-        import statelayers  # noqa: F401
+        import statelayers.models  # noqa: F401  (registers the models with timm)
 
         info = result.final_metrics
         model = timm.create_model(name)

@@ -358,7 +358,7 @@ def measure(
     """
     import timm
 
-    import statelayers  # noqa: F401  (registers the statelayers models)
+    import statelayers.models  # noqa: F401  (registers the models with timm)
 
     kwargs: dict = {}
     if in_chans is not None:
@@ -399,7 +399,7 @@ def compare_to_paper(name: str, select: str | None = None, fake: bool = True) ->
     """
     import timm
 
-    import statelayers  # noqa: F401
+    import statelayers.models  # noqa: F401  (registers the models with timm)
 
     rows = []
     for row in paper_table(name):

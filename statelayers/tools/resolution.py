@@ -44,7 +44,7 @@ def counterpart(model: str) -> tuple[str | None, str | None]:
     ``s6la_pvt_v2_b1``, ... The side that timm does not know is None."""
     import timm
 
-    import statelayers  # noqa: F401  (registers the models)
+    import statelayers.models  # noqa: F401  (registers the models with timm)
 
     if model.startswith("s6la_"):
         vanilla = model[len("s6la_"):]
@@ -89,7 +89,7 @@ def profile_resolutions(model: str, resolutions: Sequence[int], *, with_counterp
     difference, keyed "S6LA extra")."""
     import timm
 
-    import statelayers  # noqa: F401
+    import statelayers.models  # noqa: F401  (registers the models with timm)
 
     if not timm.is_model(model):
         raise ValueError(f"unknown model {model!r}; `statelayers models` lists ours, any timm name works too")

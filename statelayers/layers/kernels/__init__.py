@@ -1,4 +1,12 @@
-"""Which implementation the S6LA state update runs: the torch reference or the fused Triton kernels.
+"""The kernels that GPUs run, and the setting that chooses between them and the torch references.
+
+* `s6la_ops.py` / `s6la_triton.py`: S6LA's two state updates (and the token read-out) as custom ops with fused
+  Triton kernels; the readable reference is `layers/selective.py`;
+* `scan_triton.py`: the Triton path of `layers/scan.linear_scan` (`impl="triton"`);
+* `s7_ops.py` / `s7_triton.py`: the S7 layer's discretisation fused into the scan; the readable reference is
+  `layers/discretization.discretize` followed by `linear_scan`.
+
+Which implementation the S6LA state update (and S7's fused scan) runs:
 
     STATELAYERS_KERNELS=auto    (default) fused kernels for CUDA tensors when Triton imports, torch elsewhere
     STATELAYERS_KERNELS=torch   the torch reference everywhere
@@ -6,9 +14,9 @@
                                 (Triton's interpreter, slow; it is how CI tests the kernels without a GPU)
 
 The variable is read when `statelayers` is imported; `set_kernel_mode` and `use_kernels` change the setting
-later. The fused path (`s6la_ops.py`) computes the same function as the torch reference in `ssm.py` (tests hold
-them equal); it exists because on a GPU the reference's many small ops, not its arithmetic, set the time of an
-S6LA training step (BENCHMARKS.md, "S6LA at GPU speed"). Float64 models always run the reference.
+later. The fused path (`s6la_ops.py`) computes the same function as the torch reference in `selective.py` (tests
+hold them equal); it exists because on a GPU the reference's many small ops, not its arithmetic, set the time of
+an S6LA training step (BENCHMARKS.md, "S6LA at GPU speed"). Float64 models always run the reference.
 """
 
 from __future__ import annotations

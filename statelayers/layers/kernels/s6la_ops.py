@@ -1,6 +1,6 @@
 """The S6LA state update and read-out as custom ops: one op each for autograd, `torch.compile` and `torch.export`.
 
-The reference is `ssm.conv_state_update` / `ssm.token_state_update` (torch, autograd) and
+The reference is `selective.conv_state_update` / `selective.token_state_update` (torch, autograd) and
 `TokenStateUnit.read`; these ops compute the same functions (tests hold them equal, values and gradients) with
 far fewer dispatched ops, which is what an S6LA training step pays for on a GPU:
 
@@ -26,13 +26,10 @@ ablation: h' = exp(ΔA) ⊙ h). Parameter gradients are reduced over the batch i
 import torch
 from torch import Tensor
 
-from ..selective import SelectiveParams
+from ..selective import RMS_EPS, SelectiveParams
 from . import check_device
 
 __all__ = ["conv_update", "token_update", "token_read", "compute_dtype"]
-
-_EPS = 1e-6  # the RMS normalisation's epsilon, as in ssm.py
-
 
 def _kernels():
     # imported on first use: Triton decides between compiled and interpreted kernels when they are defined,
@@ -60,7 +57,7 @@ def _conv_update(
 ) -> tuple[Tensor, Tensor, Tensor]:
     check_device(u)
     return _kernels().conv_update_forward(u, h, dt_weight, dt_bias, b_param, a_log, rms, drop_input, copy_dtype,
-                                          _EPS)
+                                          RMS_EPS)
 
 
 @_conv_update.register_fake
@@ -77,7 +74,7 @@ def _conv_update_backward(
     need_params: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _kernels().conv_update_backward(grad_h, grad_hc, u, h, dt_weight, dt_bias, b_param, a_log, stats, rms,
-                                           drop_input, need_params, _EPS)
+                                           drop_input, need_params, RMS_EPS)
 
 
 @_conv_update_backward.register_fake
@@ -116,7 +113,7 @@ def conv_update(
     step: SelectiveParams, h: Tensor, u: Tensor, rms: bool = True, drop_input: bool = False,
     copy_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`ssm.conv_state_update(step, h, u, rms).h` and its copy in `copy_dtype` (default `u.dtype`), fused.
+    """`selective.conv_state_update(step, h, u, rms).h` and its copy in `copy_dtype` (default `u.dtype`), fused.
 
     `drop_input` drops the input term (the "inject" ablation): the result is the decayed state alone."""
     down, dt_weight, dt_bias, b_param, a_log = _step_params(step)
@@ -136,7 +133,7 @@ def _token_update(
 ) -> tuple[Tensor, Tensor, Tensor]:
     check_device(c)
     return _kernels().token_update_forward(c, h, dt_down, dt_up, dt_bias, b_param, a_log, rms, drop_input,
-                                           copy_dtype, _EPS)
+                                           copy_dtype, RMS_EPS)
 
 
 @_token_update.register_fake
@@ -155,7 +152,7 @@ def _token_update_backward(
     drop_input: bool, need_params: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     return _kernels().token_update_backward(grad_h, grad_hc, c, h, dt_down, dt_up, dt_bias, b_param, a_log, stats,
-                                            rms, drop_input, need_params, _EPS)
+                                            rms, drop_input, need_params, RMS_EPS)
 
 
 @_token_update_backward.register_fake
@@ -192,7 +189,7 @@ def token_update(
     step: SelectiveParams, h: Tensor, c: Tensor, rms: bool = True, drop_input: bool = False,
     copy_dtype: torch.dtype | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """`ssm.token_state_update(step, h, c, rms).h` and its copy in `copy_dtype` (default `c.dtype`), fused."""
+    """`selective.token_state_update(step, h, c, rms).h` and its copy in `copy_dtype` (default `c.dtype`), fused."""
     down, up, dt_bias, b_param, a_log = _step_params(step)
     if step.selective and down is None:
         raise ValueError("the fused token update takes a low-rank Δ projection (dt_rank=r)")

@@ -1,4 +1,4 @@
-"""Triton kernels of the fused S6LA updates: what they compute is in `s6la_ops.py`, the math in `ssm.py`.
+"""Triton kernels of the fused S6LA updates: what they compute is in `s6la_ops.py`, the math in `selective.py`.
 
 Notation (per sample): N state channels, P = H·W pixels (CNN) or D token channels (token models); Δ = softplus(pre),
 A = -exp(A_log), decay = exp(ΔA). Every kernel loads its inputs in their own dtype and strides and computes in

@@ -1,7 +1,7 @@
 """The S7 layer's discretisation and scan as one custom op (`s7_triton.py` has the kernels).
 
     s7_scan(Δ, Bu, Λ, τ, lengths, "zoh" | "dirac" | "async", reverse)
-      = linear_scan(*s7.discretize(Λ, Δ, Bu, τ, ...), lengths=lengths, reverse=reverse)
+      = linear_scan(*discretization.discretize(Λ, Δ, Bu, τ, ...), lengths=lengths, reverse=reverse)
 
 The right-hand side is the readable reference (tests hold them equal, values and gradients). The op forms
 Λ̄ = exp(ΛΔτ) and γ·Bu in the kernels instead of writing them (and their gradients) as complex (B, L, P) tensors
@@ -12,6 +12,7 @@ first: on a GPU those temporaries cost more memory traffic than the scan. Comple
 import torch
 from torch import Tensor
 
+from ..discretization import DISCRETIZATION_CODES
 from . import check_device
 
 __all__ = ["s7_scan"]
@@ -62,20 +63,18 @@ def _backward(ctx, gy):
 
 _s7_scan.register_autograd(_backward, setup_context=_setup)
 
-MODES = {"zoh": 0, "dirac": 1, "async": 2}
-
 
 def s7_scan(delta: Tensor, bu: Tensor, lam: Tensor, tau: Tensor | None = None, lengths: Tensor | None = None,
             discretization: str = "zoh", reverse: bool = False) -> Tensor:
     """The S7 states x (B, L, P) complex64 from Δ (B, L, P) float32 (any strides: S5's broadcast Δ too), the
     input term Bu (2, B, L, P) float32 (real and imaginary parts), the eigenvalues Λ (P,) complex64, the time
     steps τ (B, L) float32 or None, and the valid `lengths` (B,) integers or None. τ gets no gradient."""
-    if discretization not in MODES:
-        raise ValueError(f"discretization must be one of {tuple(MODES)}, got {discretization!r}")
+    if discretization not in DISCRETIZATION_CODES:
+        raise ValueError(f"discretization must be one of {tuple(DISCRETIZATION_CODES)}, got {discretization!r}")
     if delta.dtype != torch.float32 or bu.dtype != torch.float32 or lam.dtype != torch.complex64:
         raise ValueError(f"s7_scan takes float32 Δ and Bu and complex64 Λ, got {delta.dtype}, {bu.dtype}, {lam.dtype}")
     check_device(delta)
     if lengths is not None:
         lengths = lengths.to(device=delta.device, dtype=torch.int64).contiguous()
     tau = None if tau is None else tau.to(torch.float32)
-    return _s7_scan(delta, bu, lam, tau, lengths, MODES[discretization], bool(reverse))
+    return _s7_scan(delta, bu, lam, tau, lengths, DISCRETIZATION_CODES[discretization], bool(reverse))

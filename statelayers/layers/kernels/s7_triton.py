@@ -8,7 +8,7 @@ B u (2, B, L, P) real and imaginary parts, the eigenvalues Λ (P,) and the time 
     Λ̄ = exp(Λ Δ τ)       γ = (Λ̄ − 1)/Λ (zoh) · 1 (dirac) · (exp(Λ Δ) − 1)/Λ (async)       b = γ · B u
 
 and padded steps (time ≥ lengths[i]) are the identity. The chunked scan is that of `scan_triton.py` (chunk
-totals, `_scan_carry`, rescan); its backward runs the adjoint scan with the elements made again, then applies the
+totals, `scan_carry`, rescan); its backward runs the adjoint scan with the elements made again, then applies the
 chain rule through γ, Λ̄ and Δ in the same pass (PyTorch's convention for complex gradients, ∂ = ∂/∂Re + i ∂/∂Im,
 so that a real x feeding a complex z = f(x) gets Re(∂z · conj(f'(x)))):
 
@@ -23,10 +23,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .scan_triton import _launch_shape, _length, _scan_carry, _scan_tile, _time
+from ..discretization import DISCRETIZATION_CODES as MODES
+from .scan_triton import launch_shape, sample_length, scan_carry, scan_tile, scan_time
 
-ZOH, DIRAC, ASYNC = 0, 1, 2
-MODES = {"zoh": ZOH, "dirac": DIRAC, "async": ASYNC}
+# the kernels' MODE: their branches test the values (MODE == 0: zoh, MODE == 2: async)
+ZOH, DIRAC, ASYNC = MODES["zoh"], MODES["dirac"], MODES["async"]
 
 
 @triton.jit
@@ -82,9 +83,9 @@ def _s7_elements(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, n, s, p, L, P, len
     lr = tl.load(lam_ptr + p * 2, mask=pm, other=-1.0)[None, :]
     li = tl.load(lam_ptr + p * 2 + 1, mask=pm, other=0.0)[None, :]
     inside = (s[:, None] < L) & pm[None, :]
-    t = _time(s, L, REV)
+    t = scan_time(s, L, REV)
     if BACKWARD:
-        t_prev = _time(s - 1, L, REV)
+        t_prev = scan_time(s - 1, L, REV)
         va = inside & (s[:, None] >= 1) & (t_prev[:, None] < length)
         delta, tau = _inputs(delta_ptr, tau_ptr, n, t_prev, p, va, L, sd_b, sd_l, sd_p, st_b, st_l, HAS_TAU)
         a_re, a_im, _, _ = _coefficients(delta, tau, lr, li, MODE)
@@ -118,11 +119,11 @@ def _s7_aggregate(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, len_ptr, agg_ptr,
     c = tl.program_id(2)
     s = c * BLOCK_T + tl.arange(0, BLOCK_T)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    length = _length(len_ptr, n, L, HAS_LEN)
+    length = sample_length(len_ptr, n, L, HAS_LEN)
     a_re, a_im, b_re, b_im = _s7_elements(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, n, s, p, L, P, length,
                                           sd_b, sd_l, sd_p, sb_c, sb_b, sb_l, sb_p, st_b, st_l, sg_b, sg_l, sg_p,
                                           MODE, HAS_TAU, REV, BACKWARD)
-    pa_re, pa_im, h_re, h_im = _scan_tile(a_re, a_im, b_re, b_im, True)
+    pa_re, pa_im, h_re, h_im = scan_tile(a_re, a_im, b_re, b_im, True)
     last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
     out = agg_ptr + (n * tl.num_programs(2) + c) * 4 * P + p
     pm = p < P
@@ -145,11 +146,11 @@ def _s7_apply(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, len_ptr, start_ptr, o
     s = c * BLOCK_T + tl.arange(0, BLOCK_T)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
-    length = _length(len_ptr, n, L, HAS_LEN)
+    length = sample_length(len_ptr, n, L, HAS_LEN)
     a_re, a_im, b_re, b_im = _s7_elements(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, n, s, p, L, P, length,
                                           sd_b, sd_l, sd_p, sb_c, sb_b, sb_l, sb_p, st_b, st_l, sg_b, sg_l, sg_p,
                                           MODE, HAS_TAU, REV, BACKWARD)
-    pa_re, pa_im, h_re, h_im = _scan_tile(a_re, a_im, b_re, b_im, True)
+    pa_re, pa_im, h_re, h_im = scan_tile(a_re, a_im, b_re, b_im, True)
     if FROM_START:
         row = start_ptr + (n * tl.num_programs(2) + c) * 2 * P + p
         s_re = tl.load(row, mask=pm, other=0.0)
@@ -160,7 +161,7 @@ def _s7_apply(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, len_ptr, start_ptr, o
     o_re = pa_re * s_re[None, :] - pa_im * s_im[None, :] + h_re
     o_im = pa_re * s_im[None, :] + pa_im * s_re[None, :] + h_im
     inside = (s[:, None] < L) & pm[None, :]
-    t = _time(s, L, REV)
+    t = scan_time(s, L, REV)
     if not BACKWARD:
         off = n * so_b + t[:, None] * so_l + p[None, :] * so_p
         tl.store(out_ptr + off[:, :, None] + tl.arange(0, 2)[None, None, :], tl.join(o_re, o_im),
@@ -173,7 +174,7 @@ def _s7_apply(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, len_ptr, start_ptr, o
         a_re, a_im, g_re, g_im = _coefficients(delta, tau, lr, li, MODE)
         # the forward's state one step earlier in time order (later in this scan), zero before the first
         nxt = valid & (s[:, None] + 1 < L)
-        off_h = n * sg_b + _time(s + 1, L, REV)[:, None] * sg_l + p[None, :] * sg_p
+        off_h = n * sg_b + scan_time(s + 1, L, REV)[:, None] * sg_l + p[None, :] * sg_p
         pair = tl.load(h_ptr + off_h[:, :, None] + tl.arange(0, 2)[None, None, :], mask=nxt[:, :, None], other=0.0)
         q_re, q_im = tl.split(pair)
         ga_re, ga_im = _cmul(o_re, o_im, q_re, -q_im)  # ∂Λ̄ = g conj(h_prev)
@@ -224,7 +225,7 @@ def _run(delta, bu, lam, tau, lengths, reverse, mode, out=None, gy=None, h=None,
          g_lam_part=None, shape=None):
     bsz, length, lanes = delta.shape
     backward = gy is not None
-    chunk, block_p, n_chunks, n_lanes = _launch_shape(bsz, length, lanes, True)
+    chunk, block_p, n_chunks, n_lanes = launch_shape(bsz, length, lanes, True)
     grid = (bsz, n_lanes, n_chunks)
     lam_r = torch.view_as_real(lam.contiguous())
     dummy = delta
@@ -243,8 +244,8 @@ def _run(delta, bu, lam, tau, lengths, reverse, mode, out=None, gy=None, h=None,
         agg = torch.empty((bsz, n_chunks, 4, lanes), **f32)
         start = torch.empty((bsz, n_chunks, 2, lanes), **f32)
         _s7_aggregate[grid](*common, agg, length, lanes, *strides, **flags, BLOCK_T=chunk, BLOCK_P=block_p)
-        _scan_carry[(bsz, n_lanes)](agg, agg, start, n_chunks, lanes, 0, 0, COMPLEX=True, HAS_H0=False,
-                                    BLOCK_P=block_p)
+        scan_carry[(bsz, n_lanes)](agg, agg, start, n_chunks, lanes, 0, 0, COMPLEX=True, HAS_H0=False,
+                                   BLOCK_P=block_p)
     _s7_apply[grid](*common, start if start is not None else dummy, out_r if out is not None else dummy,
                     h_r if h_r is not None else dummy, g_delta if g_delta is not None else dummy,
                     g_bu if g_bu is not None else dummy, g_lam_part if g_lam_part is not None else dummy,
@@ -270,7 +271,7 @@ def s7_scan_backward(gy, x, delta, bu, lam, tau, lengths, mode: int, reverse: bo
     g_delta = torch.empty(delta.shape, dtype=torch.float32, device=delta.device)
     if not length:
         return g_delta.zero_(), g_bu.zero_(), torch.zeros_like(lam)
-    n_chunks = _launch_shape(bsz, length, lanes, True)[2]
+    n_chunks = launch_shape(bsz, length, lanes, True)[2]
     part = torch.empty((bsz, n_chunks, 2, lanes), dtype=torch.float32, device=delta.device)
     gy, x = gy.contiguous(), x.contiguous()  # read with the same strides
     _run(delta, bu, lam, tau, lengths, not reverse, mode, gy=gy, h=x, g_delta=g_delta, g_bu=g_bu, g_lam_part=part)

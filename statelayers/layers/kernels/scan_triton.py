@@ -6,7 +6,7 @@ into chunks of T steps and, per (sample, block of lanes, chunk), a program
 1. `_scan_aggregate`: scans its chunk from zero with `tl.associative_scan` (the operator
    (a₁, b₁) ∘ (a₂, b₂) = (a₁a₂, a₂b₁ + b₂)) and keeps the chunk's total, the pair that maps the state entering
    the chunk to the state leaving it;
-2. `_scan_carry` (one program per sample and block of lanes): walks the chunks' totals in order from h0 and
+2. `scan_carry` (one program per sample and block of lanes): walks the chunks' totals in order from h0 and
    writes the state entering every chunk;
 3. `_scan_apply`: scans its chunk again and writes h = (∏a) · start + (scan of b from zero).
 
@@ -19,6 +19,9 @@ direction whose a is the forward's a one step earlier in scan order, conjugated 
 `_scan_apply` also writes ∂a_k = g_k conj(h_{k-1}) from the forward's states (`GRAD_A`) and
 ∂h0 = conj(a_first) g_first (`GRAD_H0`). Complex values are (re, im) pairs of float32; bf16 / fp16 inputs are
 read as they are and everything is computed in float32.
+
+`scan_time`, `sample_length`, `scan_tile`, `scan_carry` and `launch_shape` are public building blocks: the fused
+S7 scan (`s7_triton.py`) is made of them too, with its own elements and apply pass.
 """
 
 import os
@@ -49,7 +52,7 @@ def _combine_complex(ar1, ai1, br1, bi1, ar2, ai2, br2, bi2):
 
 
 @triton.jit
-def _time(s, L, REV: tl.constexpr):
+def scan_time(s, L, REV: tl.constexpr):
     """Time index of scan step s."""
     if REV:
         return L - 1 - s
@@ -84,13 +87,13 @@ def _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l,
     the end and at the sample's padded steps (time ≥ `length`). With SHIFT_A (the backward), a at step s is
     conj(a at step s - 1) (1 where that step is padded, 0 at step 0), and b is read at padded steps too."""
     inside = (s[:, None] < L) & (p[None, :] < P)
-    t = _time(s, L, REV)
+    t = scan_time(s, L, REV)
     valid = inside & (t[:, None] < length)
     # the backward's b is ∂h, which padded steps have too (their h is the state carried through)
     b_re, b_im = _load(b_ptr, n * sb_b + t[:, None] * sb_l + p[None, :] * sb_p, inside if SHIFT_A else valid,
                        COMPLEX)
     if SHIFT_A:
-        t_prev = _time(s - 1, L, REV)
+        t_prev = scan_time(s - 1, L, REV)
         va = inside & (s[:, None] >= 1) & (t_prev[:, None] < length)
         a_re, a_im = _load(a_ptr, n * sa_b + t_prev[:, None] * sa_l + p[None, :] * sa_p, va, COMPLEX)
         a_im = -a_im
@@ -102,14 +105,15 @@ def _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l,
 
 
 @triton.jit
-def _length(len_ptr, n, L, HAS_LEN: tl.constexpr):
+def sample_length(len_ptr, n, L, HAS_LEN: tl.constexpr):
+    """The valid length of sample n (L when there are no lengths): steps at or past it are padding."""
     if HAS_LEN:
         return tl.load(len_ptr + n).to(tl.int32)
     return L
 
 
 @triton.jit
-def _scan_tile(a_re, a_im, b_re, b_im, COMPLEX: tl.constexpr):
+def scan_tile(a_re, a_im, b_re, b_im, COMPLEX: tl.constexpr):
     """Inclusive scan along the tile's time axis: (∏a, h from zero) at every step."""
     if COMPLEX:
         pa_re, pa_im, h_re, h_im = tl.associative_scan((a_re, a_im, b_re, b_im), 0, _combine_complex)
@@ -128,10 +132,10 @@ def _scan_aggregate(a_ptr, b_ptr, len_ptr, agg_ptr, L, P, sa_b, sa_l, sa_p, sb_b
     c = tl.program_id(2)
     s = c * BLOCK_T + tl.arange(0, BLOCK_T)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
-    length = _length(len_ptr, n, L, HAS_LEN)
+    length = sample_length(len_ptr, n, L, HAS_LEN)
     a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
                                        COMPLEX, REV, SHIFT_A)
-    pa_re, pa_im, h_re, h_im = _scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
+    pa_re, pa_im, h_re, h_im = scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
     last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]  # steps past the end are the identity
     out = agg_ptr + (n * tl.num_programs(2) + c) * 4 * P + p
     pm = p < P
@@ -142,7 +146,7 @@ def _scan_aggregate(a_ptr, b_ptr, len_ptr, agg_ptr, L, P, sa_b, sa_l, sa_p, sb_b
 
 
 @triton.jit
-def _scan_carry(agg_ptr, h0_ptr, start_ptr, C, P, s0_b, s0_p,
+def scan_carry(agg_ptr, h0_ptr, start_ptr, C, P, s0_b, s0_p,
                 COMPLEX: tl.constexpr, HAS_H0: tl.constexpr, BLOCK_P: tl.constexpr):
     """start[n, c] = the state entering chunk c (re and im rows), from h0 (or zero) through the totals."""
     n = tl.program_id(0).to(tl.int64)
@@ -182,11 +186,11 @@ def _scan_apply(a_ptr, b_ptr, len_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr
     s = c * BLOCK_T + tl.arange(0, BLOCK_T)
     p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
     pm = p < P
-    length = _length(len_ptr, n, L, HAS_LEN)
+    length = sample_length(len_ptr, n, L, HAS_LEN)
     a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
                                        COMPLEX, REV, SHIFT_A)
-    pa_re, pa_im, h_re, h_im = _scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
-    if FROM_START:  # the state entering this chunk, from _scan_carry
+    pa_re, pa_im, h_re, h_im = scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
+    if FROM_START:  # the state entering this chunk, from scan_carry
         row = start_ptr + (n * tl.num_programs(2) + c) * 2 * P + p
         s_re = tl.load(row, mask=pm, other=0.0)
         s_im = tl.load(row + P, mask=pm, other=0.0)
@@ -202,7 +206,7 @@ def _scan_apply(a_ptr, b_ptr, len_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr
     o_re = pa_re * s_re[None, :] - pa_im * s_im[None, :] + h_re
     o_im = pa_re * s_im[None, :] + pa_im * s_re[None, :] + h_im
     valid = (s[:, None] < L) & pm[None, :]
-    t = _time(s, L, REV)
+    t = scan_time(s, L, REV)
     real_step = t[:, None] < length  # not padded
     if STORE_OUT:
         off = n * so_b + t[:, None] * so_l + p[None, :] * so_p
@@ -212,7 +216,7 @@ def _scan_apply(a_ptr, b_ptr, len_ptr, start_ptr, h0_ptr, out_ptr, h_ptr, ga_ptr
             _store(out_ptr, off, valid, o_re, o_im, COMPLEX)
     if GRAD_A:  # ∂a = g · conj(h of the next scan step), h0 past the last
         nxt = valid & (s[:, None] + 1 < L)
-        q_re, q_im = _load(h_ptr, n * sh_b + _time(s + 1, L, REV)[:, None] * sh_l + p[None, :] * sh_p, nxt,
+        q_re, q_im = _load(h_ptr, n * sh_b + scan_time(s + 1, L, REV)[:, None] * sh_l + p[None, :] * sh_p, nxt,
                            COMPLEX)
         if HAS_H0:
             at_end = valid & (s[:, None] + 1 == L)
@@ -247,7 +251,7 @@ def _strides(t: torch.Tensor) -> tuple[int, ...]:
     return tuple(t.stride()[:3])
 
 
-def _launch_shape(bsz: int, length: int, lanes: int, complex_: bool) -> tuple[int, int, int, int]:
+def launch_shape(bsz: int, length: int, lanes: int, complex_: bool) -> tuple[int, int, int, int]:
     """(chunk length T, lanes per program, number of chunks, number of lane blocks)."""
     chunk = min(MAX_CHUNK, max(MIN_CHUNK, triton.next_power_of_2(triton.cdiv(length, MAX_CHUNKS))))
     if INTERPRET:
@@ -262,7 +266,7 @@ def _run(a, b, h0, lengths, out, reverse, shift_a, h=None, g_a=None, g_h0=None, 
     bsz, length, lanes = b.shape
     complex_ = b.is_complex()
     ar, br, h0r, outr, hr, gar, gh0r = (_real(t) for t in (a, b, h0, out, h, g_a, g_h0))
-    chunk, block_p, n_chunks, n_lanes = _launch_shape(bsz, length, lanes, complex_)
+    chunk, block_p, n_chunks, n_lanes = launch_shape(bsz, length, lanes, complex_)
     grid = (bsz, n_lanes, n_chunks)
     dummy = br
     f32 = dict(dtype=torch.float32, device=b.device)
@@ -273,9 +277,9 @@ def _run(a, b, h0, lengths, out, reverse, shift_a, h=None, g_a=None, g_h0=None, 
         _scan_aggregate[grid](ar, br, lengths if lengths is not None else dummy, agg, length, lanes, *_strides(ar),
                               *_strides(br), COMPLEX=complex_, REV=reverse, SHIFT_A=shift_a,
                               HAS_LEN=lengths is not None, BLOCK_T=chunk, BLOCK_P=block_p)
-        _scan_carry[(bsz, n_lanes)](agg, h0r if h0r is not None else agg, start, n_chunks, lanes,
-                                    *(h0r.stride()[:2] if h0r is not None else (0, 0)),
-                                    COMPLEX=complex_, HAS_H0=h0r is not None, BLOCK_P=block_p)
+        scan_carry[(bsz, n_lanes)](agg, h0r if h0r is not None else agg, start, n_chunks, lanes,
+                                   *(h0r.stride()[:2] if h0r is not None else (0, 0)),
+                                   COMPLEX=complex_, HAS_H0=h0r is not None, BLOCK_P=block_p)
     s0 = h0r.stride()[:2] if h0r is not None else (0, 0)
     so = _strides(outr) if outr is not None else (0, 0, 0)
     sh = _strides(hr) if hr is not None else (0, 0, 0)

@@ -1,5 +1,7 @@
-"""COCO evaluation (pycocotools) of a torchvision detector, on one process or many (predictions are gathered
-to rank 0, which scores them and sends the numbers to every process).
+"""Detection and instance segmentation (the S6LA paper's Section 5.2) with torchvision's detectors
+(`statelayers.models.detectors`) on COCO-format folders (`statelayers.data.coco`), and their COCO evaluation
+(pycocotools) on one process or many: predictions are gathered to rank 0, which scores them and sends the
+numbers to every process.
 
 Metrics, as the paper's Tables 3, 4 and 9: ``eval_bbox_ap`` (AP at IoU .50:.95), ``eval_bbox_ap50``,
 ``eval_bbox_ap75``, ``eval_bbox_ap_s`` / ``_m`` / ``_l`` (small < 32², medium, large > 96² px), and the same
@@ -10,16 +12,21 @@ checkpoint by. pycocotools reports -1 where the ground truth has no object of th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.utils.data import DataLoader
 
-from .._extras import require
+from ..._extras import require
+from ..runtime import Dist, autocast_ctx
+from .base import Task, TaskData, refuse_options
 
-__all__ = ["DetectionLoss", "COCO_STATS", "coco_metrics", "predictions_to_coco", "run_detection_eval"]
+__all__ = ["DetectionTask", "DetectionLoss", "COCO_STATS", "coco_metrics", "predictions_to_coco",
+           "run_detection_eval"]
 
 # the first six numbers of COCOeval.stats, in order
 COCO_STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
@@ -91,11 +98,9 @@ def coco_metrics(gt, results: list[dict], image_ids: list[int] | None = None,
 
 
 @torch.no_grad()
-def run_detection_eval(model: nn.Module, loader, cfg, d) -> dict:
+def run_detection_eval(model: nn.Module, loader: DataLoader, cfg, d: Dist) -> dict:
     """COCO metrics of ``model`` on the loader's dataset (a `CocoDetectionDataset`), with the engine's
     (config, Dist). Every process runs its shard; rank 0 scores; all processes return the same dict."""
-    from .loop import autocast_ctx
-
     model.eval()
     ds = loader.dataset
     while not hasattr(ds, "coco") and hasattr(ds, "dataset"):  # torch Subset (the engine's eval_subset)
@@ -144,3 +149,44 @@ class DetectionLoss(nn.Module):
             raise TypeError(f"a detector in training mode returns a dict of losses, got {type(losses).__name__}")
         self.last = {k: v.detach() for k, v in losses.items()}
         return sum(losses.values())
+
+
+class DetectionTask(Task):
+    """``--model`` is the detector (faster_rcnn | retinanet | mask_rcnn); ``--model-kwargs`` go to
+    `statelayers.models.detectors.build`. Batches are {"images": [...], "targets": [...]} with the image ids
+    as the targets the loop sees; the detector returns its losses in training mode."""
+
+    name = "detection"
+    curve_labels = {"acc_label": "box AP", "loss_label": "sum of detector losses"}
+
+    def default_recipe(self, model: str) -> str:
+        # RetinaNet has its own learning rate in the S6LA paper
+        return "detection_retinanet" if str(model).strip().lower() == "retinanet" else "detection"
+
+    def checked_config(self, cfg):
+        refuse_options(cfg, ("channels_last", "mixup", "cutmix", "repeated_aug", "smoothing"),
+                       "do not apply to task 'detection'")
+        # detection images are large: load at most one training batch of them per evaluation step
+        return dataclasses.replace(cfg, eval_batch_size=min(cfg.eval_batch_size, cfg.batch_size))
+
+    def build_data(self, cfg, *, eval_only: bool = False) -> TaskData:
+        from ...data.coco import build_detection_datasets, detection_collate, needs_masks
+
+        train_ds, eval_ds, info = build_detection_datasets(cfg.data, with_masks=needs_masks(cfg.model),
+                                                           train_aug=cfg.train_aug, seed=cfg.seed,
+                                                           subset=None if eval_only else cfg.subset)
+        return TaskData(train_ds, eval_ds, info, {"num_classes": info.num_classes}, detection_collate)
+
+    def build_model(self, cfg, data_kwargs: dict, *, restoring: bool = False) -> nn.Module:
+        from ...models.detectors import build_from_config
+
+        return build_from_config(cfg.model, data_kwargs["num_classes"], cfg.model_kwargs, restoring=restoring)
+
+    def build_loss(self, cfg, mixup) -> nn.Module:
+        return DetectionLoss()  # the sum of the loss dict a torchvision detector returns
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist) -> dict:
+        return run_detection_eval(model, loader, cfg, d)
+
+    def epoch_summary(self, row: dict) -> str:
+        return f"box_ap {row['eval_acc']:.4f}"
