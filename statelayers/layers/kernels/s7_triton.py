@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from ..discretization import DISCRETIZATION_CODES as MODES
-from .scan_triton import launch_shape, sample_length, scan_carry, scan_tile, scan_time
+from .scan_triton import launch_shape, sample_length, scan_carry, scan_tile, scan_time, store_chunk_aggregate
 
 # the kernels' MODE: their branches test the values (MODE == 0: zoh, MODE == 2: async)
 ZOH, DIRAC, ASYNC = MODES["zoh"], MODES["dirac"], MODES["async"]
@@ -123,14 +123,7 @@ def _s7_aggregate(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, len_ptr, agg_ptr,
     a_re, a_im, b_re, b_im = _s7_elements(delta_ptr, bu_ptr, tau_ptr, lam_ptr, gy_ptr, n, s, p, L, P, length,
                                           sd_b, sd_l, sd_p, sb_c, sb_b, sb_l, sb_p, st_b, st_l, sg_b, sg_l, sg_p,
                                           MODE, HAS_TAU, REV, BACKWARD)
-    pa_re, pa_im, h_re, h_im = scan_tile(a_re, a_im, b_re, b_im, True)
-    last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
-    out = agg_ptr + (n * tl.num_programs(2) + c) * 4 * P + p
-    pm = p < P
-    tl.store(out, tl.sum(tl.where(last, pa_re, 0.0), axis=0), mask=pm)
-    tl.store(out + P, tl.sum(tl.where(last, pa_im, 0.0), axis=0), mask=pm)
-    tl.store(out + 2 * P, tl.sum(tl.where(last, h_re, 0.0), axis=0), mask=pm)
-    tl.store(out + 3 * P, tl.sum(tl.where(last, h_im, 0.0), axis=0), mask=pm)
+    store_chunk_aggregate(agg_ptr, n, c, p, P, a_re, a_im, b_re, b_im, True, BLOCK_T)
 
 
 @triton.jit

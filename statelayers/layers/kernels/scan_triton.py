@@ -135,8 +135,16 @@ def _scan_aggregate(a_ptr, b_ptr, len_ptr, agg_ptr, L, P, sa_b, sa_l, sa_p, sb_b
     length = sample_length(len_ptr, n, L, HAS_LEN)
     a_re, a_im, b_re, b_im = _elements(a_ptr, b_ptr, n, s, p, L, P, length, sa_b, sa_l, sa_p, sb_b, sb_l, sb_p,
                                        COMPLEX, REV, SHIFT_A)
+    store_chunk_aggregate(agg_ptr, n, c, p, P, a_re, a_im, b_re, b_im, COMPLEX, BLOCK_T)
+
+
+@triton.jit
+def store_chunk_aggregate(agg_ptr, n, c, p, P, a_re, a_im, b_re, b_im, COMPLEX: tl.constexpr,
+                          BLOCK_T: tl.constexpr):
+    """Scan one chunk's elements and store its aggregate (the product of its a's and its last partial state, re and
+    im: 4 rows of P) at agg[n, c]; the carry kernel composes these. Steps past the end are the identity."""
     pa_re, pa_im, h_re, h_im = scan_tile(a_re, a_im, b_re, b_im, COMPLEX)
-    last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]  # steps past the end are the identity
+    last = (tl.arange(0, BLOCK_T) == BLOCK_T - 1)[:, None]
     out = agg_ptr + (n * tl.num_programs(2) + c) * 4 * P + p
     pm = p < P
     tl.store(out, tl.sum(tl.where(last, pa_re, 0.0), axis=0), mask=pm)
