@@ -38,7 +38,7 @@ from .discretization import DISCRETIZATIONS, TRANSITIONS, discretize, stable_map
 from .init import hippo_legs_eigenvalues, mamba_dt_bias
 from .kernels import fused_path
 from .kernels.s7_ops import s7_scan
-from .padding import valid_mask
+from .padding import check_lengths, mask_padding, valid_mask
 from .precision import state_float, state_like
 from .scan import linear_scan
 
@@ -314,15 +314,19 @@ class S7(nn.Module):
 
     # ---------------------------------------------------------------------------------------- forward
 
-    def forward(self, u: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                check: bool = True) -> torch.Tensor:
         """`u` (B, L, H) → (B, ceil(L/stride), H). `tau` (B, L): time steps (async); `lengths` (B,): valid
-        prefix of each padded sequence — padded steps leave the state unchanged, so a backward scan starts
-        at each sequence's own end. Output steps past a sequence's pooled length are not meaningful."""
+        prefix of each padded sequence, integers in [1, L] — padded steps leave the state unchanged, so a backward
+        scan starts at each sequence's own end, and whatever they hold (NaN included) is replaced by 0 where it
+        enters. Output steps past a sequence's pooled length are not meaningful. `check=False` skips the
+        validation of `lengths` (`padding.check_lengths`) for callers that did it once already."""
         if u.dim() != 3 or u.shape[-1] != self.d_model:
             raise ValueError(f"S7 expects input (batch, length, {self.d_model}), got {tuple(u.shape)}")
         if tau is not None and tau.shape != u.shape[:2]:
             raise ValueError(f"tau must have shape {tuple(u.shape[:2])} (batch, length), got {tuple(tau.shape)}")
+        if check:
+            check_lengths(lengths, u.shape[0], u.shape[1])
         s = self.stride
         if s > 1 and u.shape[1] % s:  # pad to whole windows; padded steps are masked below
             extra = s - u.shape[1] % s
@@ -332,6 +336,8 @@ class S7(nn.Module):
             tau = None if tau is None else F.pad(tau, (0, extra))
         if lengths is not None:
             lengths = lengths.to(u.device)
+            valid = valid_mask(lengths, u.shape[1], u.device)
+            u, tau = mask_padding(u, valid), mask_padding(tau, valid)  # padded steps hold 0 (never NaN) from here on
         # padded steps leave the state unchanged (the Triton kernels skip them themselves; other paths mask a, b)
         if self._fused_scan(u):
             x = self._states_fused(u, tau, lengths)
@@ -340,10 +346,7 @@ class S7(nn.Module):
             x = linear_scan(a, b, lengths=lengths, impl=self.scan_impl)
             if self.bidirectional:
                 x = torch.cat([x, linear_scan(a, b, reverse=True, lengths=lengths, impl=self.scan_impl)], dim=-1)
-        if lengths is not None:
-            valid = valid_mask(lengths, u.shape[1], u.device)[..., None]
-            u = u * valid.to(u.dtype)  # padded steps add nothing to a (partial) pooling window
-        u_read = u
+        u_read = u  # padded steps were zeroed above: they add nothing to a (partial) pooling window
         if s > 1:  # read out the state at the end of each window, with C_k of that step
             x, u_read = x[:, s - 1::s], u[:, s - 1::s]
             u, _ = self._pool(u, tau)
@@ -504,16 +507,23 @@ class S7Block(nn.Module):
         s = self.ssm.stride
         if s > 1:
             if lengths is not None:  # padded steps add nothing to a pooling window, as in the layer itself
-                x = x * valid_mask(lengths, x.shape[1], x.device)[..., None].to(x.dtype)
+                x = mask_padding(x, valid_mask(lengths, x.shape[1], x.device))
             if x.shape[1] % s:
                 x = F.pad(x, (0, 0, 0, s - x.shape[1] % s))
                 tau = None if tau is None else F.pad(tau, (0, s - tau.shape[1] % s))
             x, _ = self.ssm._pool(x, tau)
         return self.skip_proj(x) if self.skip_proj is not None else x
 
-    def forward(self, x: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        y = self.ssm(self._norm(x, lengths), tau, lengths).to(x.dtype)
+    def forward(self, x: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                check: bool = True) -> torch.Tensor:
+        """`x` (B, L, d_model); `lengths` as in `S7.forward` (checked unless `check=False`): the padded steps of `x`
+        and `tau` are replaced by 0 where they enter, so NaN there reaches neither the norm nor the skip's pool."""
+        if lengths is not None:
+            if check:
+                check_lengths(lengths, x.shape[0], x.shape[1])
+            valid = valid_mask(lengths, x.shape[1], x.device)
+            x, tau = mask_padding(x, valid), mask_padding(tau, valid)
+        y = self.ssm(self._norm(x, lengths), tau, lengths, check=False).to(x.dtype)
         return self._skip(x, tau, lengths) + self._time_dropout(self._gate(y))
 
     @torch.no_grad()

@@ -166,7 +166,9 @@ def conv_state_update(step: SelectiveParams, h: torch.Tensor, u: torch.Tensor, r
     u = state_float(u)
     z = u.mean(dim=(2, 3))
     if rms:
-        s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / u[0].numel() + RMS_EPS)[:, None]
+        # the per-sample size from the shape, not u[0]: an empty batch (B = 0) passes through like timm's models
+        n = u.shape[1] * u.shape[2] * u.shape[3]
+        s = torch.rsqrt(torch.linalg.vector_norm(u, dim=(1, 2, 3)).square() / n + RMS_EPS)[:, None]
         z = z * s
     delta, b = step(z)
     if rms:

@@ -143,7 +143,8 @@ def _accumulate_pointwise(out: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -
     inplace = not torch.is_grad_enabled()
     if out.is_contiguous():
         # per sample: out[p, hw] += w[p, n] @ h[n, hw]
-        acc, w_b, h_b = out.view(b, p, hh * ww), w.expand(b, -1, -1), h.reshape(b, -1, hh * ww)
+        # h's channels by name, not -1: an empty batch (b = 0) cannot infer them
+        acc, w_b, h_b = out.view(b, p, hh * ww), w.expand(b, -1, -1), h.reshape(b, h.shape[1], hh * ww)
         if inplace:
             acc.baddbmm_(w_b, h_b)
             return out

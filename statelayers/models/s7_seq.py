@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
-from ..layers.padding import PAD_TOKEN, valid_mask
+from ..layers.padding import PAD_TOKEN, check_lengths, mask_padding, valid_mask
 from ..layers.s7 import S7Block
 
 __all__ = ["S7Sequence", "GRUSequence"]
@@ -120,9 +120,15 @@ class S7Sequence(nn.Module):
         z = self._encode(x, tokens)
         if tau is not None and tau.shape != z.shape[:2]:
             raise ValueError(f"tau must have shape {tuple(z.shape[:2])}, got {tuple(tau.shape)}")
+        # lengths are checked once here (the blocks take them unchecked: one host sync per forward, none compiled);
+        # the padded steps of the inputs become 0 where they enter, so NaN or inf there cannot leak into valid steps
+        check_lengths(lengths, z.shape[0], z.shape[1])
+        if lengths is not None:
+            valid = valid_mask(lengths, z.shape[1], z.device)
+            z, tau = mask_padding(z, valid), mask_padding(tau, valid)
         for blk in self.blocks:
             s = blk.ssm.stride
-            z = blk(z, tau, lengths)
+            z = blk(z, tau, lengths, check=False)
             if s > 1:
                 if tau is not None:
                     tau = F.pad(tau, (0, (-tau.shape[1]) % s)).view(tau.shape[0], -1, s).sum(dim=2)
@@ -142,6 +148,7 @@ class S7Sequence(nn.Module):
             w = tau.to(z.dtype)
         if valid is not None:
             w = w * valid.to(z.dtype)
+            z = mask_padding(z, valid)  # not z·w alone: NaN·0 is NaN
         return (z * w[..., None]).sum(dim=1) / w.sum(dim=1, keepdim=True).clamp_min(1e-12)
 
     def forward_head(self, z: torch.Tensor, tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
@@ -241,13 +248,21 @@ class GRUSequence(nn.Module):
         self.num_features = d_model
 
     def forward(self, x: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
-                tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None, **_) -> torch.Tensor:
+                tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                tokens2: torch.Tensor | None = None, lengths2: torch.Tensor | None = None) -> torch.Tensor:
+        """The inputs of `S7Sequence.forward`; `tau` is accepted and not used (the GRU has no time steps), a
+        retrieval pair (`tokens2`) is refused: the baseline has no two-tower head."""
+        if tokens2 is not None or lengths2 is not None:
+            raise ValueError("the GRU baseline takes one sequence per example; retrieval pairs (tokens2) need an "
+                             "S7 model built with retrieval=True")
         z = S7Sequence._encode(self, x, tokens)
+        check_lengths(lengths, z.shape[0], z.shape[1])
+        valid = valid_mask(lengths, z.shape[1], z.device)
+        z = mask_padding(z, valid)  # padded steps hold 0, never NaN
         out, _ = self.gru(z)
         if self.head_kind == "last":
             f = out[:, -1] if lengths is None else out[torch.arange(out.shape[0]), (lengths - 1).clamp(min=0)]
         else:
-            valid = valid_mask(lengths, out.shape[1], out.device)
             w = torch.ones(out.shape[:2], device=out.device) if valid is None else valid.to(out.dtype)
             f = (out * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1e-12)
         return self.head(f)
