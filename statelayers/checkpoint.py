@@ -141,10 +141,19 @@ def write_checkpoint(ckpt_root: Path, step: int, weights: dict[str, torch.nn.Mod
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The checkpoint folder that ``ckpt_root/LAST`` names (None without LAST). LAST must name a folder
+    directly inside ``ckpt_root`` (a name, not a path; no link out of it): anything else is a CheckpointError."""
     pointer = Path(ckpt_root) / "LAST"
     if not pointer.is_file():
         return None
-    path = Path(ckpt_root) / pointer.read_text().strip()
+    name = pointer.read_text(errors="replace").strip()
+    path = Path(ckpt_root) / name
+    inside = (name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
+              and not os.path.isabs(name))
+    if inside and path.exists():
+        inside = path.resolve().parent == Path(ckpt_root).resolve()
+    if not inside:
+        raise CheckpointError(f"{pointer} names {name!r}, which is not a checkpoint folder inside {ckpt_root}")
     if not path.is_dir():
         raise CheckpointError(f"{pointer} points at {path}, which does not exist")
     return path

@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 from .recipes import get_recipe
 from .tasks import get_task, infer_task
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "check_run_name"]
 
 # the fields a recipe gives a value to (`statelayers.engine.recipes.RECIPES`)
 _RECIPE_FIELDS = (
@@ -32,7 +33,8 @@ class TrainConfig:
     data_dir: str | None = None  # sequence data that lives in a user folder (dvs_gesture, shd, lra_*, eigenworms)
     max_len: int | None = None  # sequences: truncate to this many steps
     output: str = "runs"
-    name: str | None = None  # run folder name under `output`
+    name: str | None = None  # run folder name under `output` (one path component); default: model-data-time
+    overwrite: bool = False  # an existing non-empty folder `name` is moved aside to NAME.old-<time>, not refused
     model_kwargs: dict = field(default_factory=dict)
     # recipe fields
     opt: str | None = None
@@ -73,7 +75,7 @@ class TrainConfig:
     ema_decay: float = 0.9998
     seed: int = 0
     workers: int = 0
-    ckpt_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only)
+    ckpt_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only; negative is refused)
     max_steps: int | None = None  # stop after this many optimizer steps (budgets, tests)
     quiet: bool = False
     resume: str | None = None  # a run folder to continue
@@ -100,4 +102,19 @@ class TrainConfig:
             raise ValueError(f"amp must be none, bf16 or fp16, got {cfg.amp!r}")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise ValueError("grad_accum, batch_size and epochs must be positive")
+        if cfg.ckpt_every < 0:
+            raise ValueError(f"ckpt_every must be 0 (checkpoint at epoch ends only) or positive, got {cfg.ckpt_every}")
+        check_run_name(cfg.name)
         return task.checked_config(cfg)
+
+
+def check_run_name(name: str | None) -> None:
+    """A run name is one folder name, so that the run stays inside its output folder: no path separator, not
+    absolute, not empty, "." or ".."."""
+    if name is None:
+        return
+    seps = {"/", "\\"} | ({os.sep, os.altsep} - {None})
+    if not isinstance(name, str) or name in ("", ".", "..") or any(s in name for s in seps) or "\0" in name \
+            or os.path.isabs(name):
+        raise ValueError(f"run name {name!r} must be a single folder name inside the output folder "
+                         "(no path separators, not '.' or '..')")

@@ -30,6 +30,9 @@ from .config import TrainConfig
 from .optim import build_optimizer, build_scheduler, global_batch, learning_rate
 from .rundir import (
     append_metrics,
+    check_run_dir_free,
+    claim_run_dir,
+    default_run_name,
     open_tensorboard,
     plot_curves,
     read_config,
@@ -67,6 +70,8 @@ def train(cfg: TrainConfig) -> RunResult:
     if cfg.resume:
         cfg, resume_from = _resume_point(cfg)
     cfg = cfg.resolved()
+    if resume_from is None:  # refuse a taken name before building data and model; `open_run_dir` claims it
+        _on_rank0(d, lambda: check_run_dir_free(cfg.output, cfg.name, overwrite=cfg.overwrite))
     torch.manual_seed(cfg.seed)
     run = TrainingRun(cfg, d, restoring=resume_from is not None)
     if resume_from is not None:
@@ -79,6 +84,26 @@ def train(cfg: TrainConfig) -> RunResult:
         if stopped:
             break
     return run.finish()
+
+
+def _on_rank0(d: Dist, fn):
+    """fn() on rank 0; every process returns its result, or raises its ValueError / OSError (as ValueError on
+    the other ranks), so that no rank waits forever for one that failed."""
+    result, error = None, None
+    if d.main:
+        try:
+            result = fn()
+        except (ValueError, OSError) as e:
+            if d.world == 1:
+                raise
+            error = f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e)
+    if d.world > 1:
+        box = [result, error]
+        dist.broadcast_object_list(box, src=0)
+        result, error = box
+        if error is not None:
+            raise ValueError(error)
+    return result
 
 
 def _resume_point(cfg: TrainConfig) -> tuple[TrainConfig, tuple[Path, dict]]:
@@ -135,11 +160,8 @@ class TrainingRun:
         self.mixup = self.task.build_mixup(cfg, self.info)
         self.loss_fn = self.task.build_loss(cfg, self.mixup)
 
-        if cfg.resume:
-            self.run_dir = Path(cfg.resume)
-        else:
-            name = cfg.name or f"{cfg.model}-{self.info.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            self.run_dir = Path(cfg.output) / name
+        # a new run's folder is created by `open_run_dir` (rank 0, which tells the other ranks its name)
+        self.run_dir = Path(cfg.resume) if cfg.resume else Path(cfg.output) / (cfg.name or "")
 
         # progress; `restore` sets it from a checkpoint
         self.start_epoch, self.start_batch, self.global_step, self.best_acc = 0, 0, 0, -1.0
@@ -170,11 +192,15 @@ class TrainingRun:
         self.global_step, self.best_acc = state["step"], state["best_acc"]
 
     def open_run_dir(self, *, resumed: bool) -> None:
-        """Rank 0: the run folder with its config.yaml; a resumed run drops the metrics of the epochs it repeats."""
+        """Rank 0: the run folder (a new run's created atomically by `claim_run_dir`, its name sent to the other
+        ranks) with its config.yaml; a resumed run drops the metrics of the epochs it repeats."""
         cfg, d = self.cfg, self.d
+        if not resumed:
+            self.run_dir = Path(_on_rank0(d, lambda: str(claim_run_dir(
+                cfg.output, cfg.name, default_run_name(cfg.model, self.info.name), overwrite=cfg.overwrite,
+                quiet=cfg.quiet))))
         if not d.main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(self.run_dir, cfg, {"world_size": d.world, "lr_resolved": self.lr, "global_batch":
                                          global_batch(cfg, d.world), "params": self.params, "data_info":
                                          dataclasses.asdict(self.info)})

@@ -11,6 +11,9 @@ import csv
 import dataclasses
 import hashlib
 import os
+import re
+import socket
+import time
 from pathlib import Path
 
 import torch
@@ -20,11 +23,98 @@ from .._extras import require
 from ..checkpoint import CheckpointError, atomic_write_bytes
 from .config import TrainConfig
 
-__all__ = ["METRIC_FIELDS", "write_config", "read_config", "write_summary", "append_metrics", "read_metrics",
-           "truncate_metrics", "plot_curves", "open_tensorboard", "weights_checksum"]
+__all__ = ["METRIC_FIELDS", "check_run_dir_free", "claim_run_dir", "default_run_name", "write_config", "read_config",
+           "write_summary", "append_metrics", "read_metrics", "truncate_metrics", "plot_curves", "open_tensorboard",
+           "weights_checksum"]
 
 METRIC_FIELDS = ("epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "eval_top5", "ema_eval_acc",
                  "images_per_s", "elapsed_s")
+
+
+# created with O_EXCL in a new run folder: whoever creates it owns the folder
+OWNER_FILE = ".owner"
+
+
+def default_run_name(model: str, data: str) -> str:
+    """``MODEL-DATA-YYYYmmdd-HHMMSS``, made a single safe folder name (a timm hub model name has slashes)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def _claim(path: Path) -> bool:
+    """Make ``path`` this process's run folder, atomically: True when it was created here, or existed empty and no
+    other process claimed it first (the owner file is created with O_EXCL); False when it is taken or not empty."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not path.is_dir() or any(path.iterdir()):
+            return False
+    try:
+        fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    return True
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the folder ``path`` to ``NAME.old-<time>[-k]`` beside it (a rename: nothing is copied or deleted)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        aside = path.with_name(f"{path.name}.old-{stamp}" + (f"-{k}" if k else ""))
+        if aside.exists():
+            continue
+        try:
+            os.rename(path, aside)  # onto an existing non-empty folder this fails rather than replaces
+            return aside
+        except OSError:
+            if not aside.exists():
+                raise
+    raise FileExistsError(f"no free name to move {path} aside")
+
+
+def _refused(path: Path) -> ValueError:
+    return ValueError(f"run folder {path} already exists and is not empty: continue it with --resume {path}, "
+                      "or start it again with --overwrite (which keeps the old folder as NAME.old-<time>)")
+
+
+def check_run_dir_free(output: str | Path, name: str | None, *, overwrite: bool = False) -> None:
+    """Refuse early (before the data and model are built) a ``name`` that `claim_run_dir` would refuse; the claim
+    itself, later, is what decides."""
+    if name is None or overwrite:
+        return
+    path = Path(output) / name
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise _refused(path)
+
+
+def claim_run_dir(output: str | Path, name: str | None, default: str, *, overwrite: bool = False,
+                  quiet: bool = False) -> Path:
+    """Create the folder of a new run under ``output``, atomically, so that no two runs ever share one.
+
+    An explicit ``name`` whose folder exists and is not empty is refused (ValueError), unless ``overwrite``: then
+    the old folder is renamed to ``NAME.old-<time>`` (kept whole, never deleted) and a fresh one created. Without
+    a name, ``default`` is used, with the first free suffix -1, -2, ... when another run (another process started
+    in the same second) holds it."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    if name is not None:
+        path = out / name
+        if _claim(path):
+            return path
+        if not overwrite:
+            raise _refused(path)
+        aside = _move_aside(path)
+        if not quiet:
+            print(f"--overwrite: moved the old run folder {path} to {aside}", flush=True)
+        if not _claim(path):
+            raise ValueError(f"run folder {path} was taken by another run while moving the old one aside")
+        return path
+    for k in range(10000):
+        path = out / (default if k == 0 else f"{default}-{k}")
+        if _claim(path):
+            return path
+    raise FileExistsError(f"no free run folder name {default}-N under {out}")
 
 
 def _write_yaml(path: Path, data: dict) -> None:
