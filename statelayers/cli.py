@@ -204,46 +204,108 @@ def _key_values(items: list[str] | None) -> dict:
     return out
 
 
+# The training flags are made from TrainConfig's fields, read from the source of statelayers/engine/config.py
+# rather than imported: importing the engine imports torch and every model (seconds), and building the parser
+# (`statelayers --help`, `statelayers train --help`) must not. A field gets the help text below, or else its
+# comment in config.py; tests/test_cli_speed.py checks the fields read here against the imported TrainConfig.
+RECIPE_NAMES = ("resnet", "deit", "small", "s7", "detection", "detection_retinanet")  # engine.recipes.RECIPES
+TASK_NAMES = ("image", "sequence", "detection")  # engine.tasks.TASKS
+
+_RECIPE_DEFAULT = " (default: the recipe's)"
+TRAIN_HELP = {
+    "model": "a statelayers or timm model name (`statelayers models`); for --task detection the detector "
+             "(faster_rcnn | retinanet | mask_rcnn) with --model-kwargs backbone=NAME checkpoint=RUN_DIR ...",
+    "data": "images: digits | fashion_mnist | PATH to an ImageFolder tree (PATH/train, PATH/val); "
+            "sequences: acsf1 | scp2 | sfmnist | listops | events_fashion_mnist | dvs_gesture | shd | "
+            "lra_listops | lra_text | lra_retrieval | eigenworms | PATH to a .ts file; "
+            "detection: PATH to a COCO-format folder "
+            "(PATH/annotations/instances_{train,val}.json, PATH/images/ or PATH/{train,val}2017/) (default: digits)",
+    "task": f"{' | '.join(TASK_NAMES)} (default: inferred from --data)",
+    "recipe": f"named recipe: {' | '.join(RECIPE_NAMES)} (default: small for images, s7 for sequences; "
+              "see statelayers.engine.recipes for each one's source)",
+    "data_dir": "folder of sequence data you have (dvs_gesture, shd, lra_*, eigenworms)",
+    "max_len": "sequences: truncate to this many steps (default: the dataset's native lengths)",
+    "output": "folder under which the run folder is made (default: runs)",
+    "name": "run folder name under --output, one folder name (default: model-data-time)",
+    "model_kwargs": "keyword arguments of the model, e.g. d_state=16 h0=random",
+    "opt": "optimizer, a timm name such as sgd, adamw" + _RECIPE_DEFAULT,
+    "momentum": "SGD momentum" + _RECIPE_DEFAULT,
+    "weight_decay": "weight decay" + _RECIPE_DEFAULT,
+    "lr": "absolute learning rate (default: the recipe's lr_base scaled to the global batch)",
+    "lr_base": "learning rate per --lr-base-size images, scaled linearly to the global batch" + _RECIPE_DEFAULT,
+    "lr_base_size": "the batch size --lr-base refers to" + _RECIPE_DEFAULT,
+    "sched": "learning-rate schedule, a timm name such as cosine, step, multistep" + _RECIPE_DEFAULT,
+    "decay_epochs": "sched step: epochs between learning-rate decays" + _RECIPE_DEFAULT,
+    "decay_rate": "sched step / multistep: factor applied to the learning rate at each decay" + _RECIPE_DEFAULT,
+    "decay_milestones": "sched multistep: epochs after which the lr is multiplied by decay_rate, e.g. 8 11",
+    "warmup_epochs": "linear warm-up over this many epochs" + _RECIPE_DEFAULT,
+    "warmup_lr": "learning rate at the start of the warm-up" + _RECIPE_DEFAULT,
+    "warmup_steps": "linear warm-up over this many optimizer steps (instead of --warmup-epochs)",
+    "min_lr": "lowest learning rate of the schedule" + _RECIPE_DEFAULT,
+    "epochs": "training epochs" + _RECIPE_DEFAULT,
+    "batch_size": "images per process and micro-step" + _RECIPE_DEFAULT,
+    "img_size": "input side in pixels (default: the recipe's, else the data's)",
+    "train_aug": "training augmentation overrides, e.g. hflip=0.0 crop_pad=0 (merged into the recipe's)",
+    "smoothing": "label smoothing" + _RECIPE_DEFAULT,
+    "mixup": "Mixup alpha, 0 for none" + _RECIPE_DEFAULT,
+    "cutmix": "CutMix alpha, 0 for none" + _RECIPE_DEFAULT,
+    "drop_path": "stochastic-depth rate" + _RECIPE_DEFAULT,
+    "repeated_aug": "repeated augmentation (DeiT)" + _RECIPE_DEFAULT,
+    "clip_grad": "clip the gradient norm to this value" + _RECIPE_DEFAULT,
+    "ssm_lr_scale": "S7: learning-rate multiplier of the SSM parameters (eigenvalues, static B)" + _RECIPE_DEFAULT,
+    "ssm_weight_decay": "S7: weight decay of the SSM parameters" + _RECIPE_DEFAULT,
+    "subset": "train on a class-balanced subset of this many items (default: all)",
+    "eval_subset": "evaluate on the first K items of the evaluation split, for quick runs (default: all)",
+    "eval_batch_size": "items per evaluation batch (default: 500)",
+    "grad_accum": "micro-batches accumulated per optimizer step (default: 1)",
+    "amp": "mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU) (default: none)",
+    "channels_last": "channels-last memory format (default: off)",
+    "compile": "torch.compile the model (default: off)",
+    "ema": "keep an exponential moving average of the weights, evaluated beside them (default: off)",
+    "ema_decay": "decay of the weight average (default: 0.9998)",
+    "seed": "random seed of initialisation, data order and augmentation (default: 0)",
+    "workers": "data-loading worker processes (default: 0)",
+    "ckpt_every": "also checkpoint every N optimizer steps (default: 0, at epoch ends only)",
+    "max_steps": "stop after this many optimizer steps (default: no limit)",
+    "quiet": "no per-epoch lines or progress bars (default: off)",
+    "resume": "a run folder to continue from its last checkpoint (its config is reused)",
+}
+
+
+def train_config_fields() -> list[tuple[str, str, str]]:
+    """(name, kind, comment) of each TrainConfig field, in order, read from the source of engine/config.py
+    (kind: the annotation's first type, e.g. 'str' for 'str | None'; comment: the field's ``#`` comment or '')."""
+    import ast
+    import io
+    import tokenize
+    from pathlib import Path
+
+    source = (Path(__file__).parent / "engine" / "config.py").read_text(encoding="utf-8")
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "TrainConfig")
+    out = []
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            kind = ast.unparse(node.annotation).split("|")[0].strip()
+            out.append((node.target.id, kind, comments.get(node.end_lineno, "")))
+    return out
+
+
 def _args_train(p: argparse.ArgumentParser) -> None:
-    import dataclasses
-    import typing
-
-    from .engine import TrainConfig
-    from .engine.recipes import RECIPES
-
-    hints = typing.get_type_hints(TrainConfig)
-    helps = {
-        "model": "a statelayers or timm model name (`statelayers models`); for --task detection the detector "
-                 "(faster_rcnn | retinanet | mask_rcnn) with --model-kwargs backbone=NAME checkpoint=RUN_DIR ...",
-        "data": "images: digits | fashion_mnist | PATH to an ImageFolder tree (PATH/train, PATH/val); "
-                "sequences: acsf1 | scp2 | sfmnist | listops | events_fashion_mnist | dvs_gesture | shd | "
-                "lra_listops | lra_text | lra_retrieval | eigenworms | PATH to a .ts file; "
-                "detection: PATH to a COCO-format folder "
-                "(PATH/annotations/instances_{train,val}.json, PATH/images/ or PATH/{train,val}2017/)",
-        "task": "image, sequence or detection (default: inferred from --data)",
-        "decay_milestones": "sched multistep: epochs after which the lr is multiplied by decay_rate, e.g. 8 11",
-        "warmup_steps": "linear warm-up over this many optimizer steps (instead of --warmup-epochs)",
-        "data_dir": "folder of sequence data you have (dvs_gesture, shd, lra_*, eigenworms)",
-        "recipe": "named recipe: " + "; ".join(f"{k} ({v['citation']})" for k, v in RECIPES.items()),
-        "resume": "a run folder to continue from its last checkpoint (its config is reused)",
-        "batch_size": "images per process and micro-step",
-        "lr": "absolute learning rate (default: the recipe's lr_base scaled to the global batch)",
-    }
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        kind = typing.get_args(hint)[0] if typing.get_args(hint) else hint
-        if f.name == "model":
-            p.add_argument(flag, required=False, help=helps[f.name])
-        elif kind is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=helps.get(f.name))
-        elif kind is dict:
-            p.add_argument(flag, nargs="*", metavar="KEY=VALUE", default=None,
-                           help="e.g. d_state=16 h0=random" if f.name == "model_kwargs" else "e.g. hflip=0.0")
-        elif kind is list:
-            p.add_argument(flag, nargs="+", type=_number, default=None, help=helps.get(f.name))
+    for name, kind, comment in train_config_fields():
+        flag = "--" + name.replace("_", "-")
+        text = TRAIN_HELP.get(name) or comment or None
+        if name == "model":
+            p.add_argument(flag, required=False, help=text)
+        elif kind == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind == "dict":
+            p.add_argument(flag, nargs="*", metavar="KEY=VALUE", default=None, help=text)
+        elif kind == "list":
+            p.add_argument(flag, nargs="+", type=_number, default=None, help=text)
         else:
-            p.add_argument(flag, type=kind if kind in (int, float) else str, default=None, help=helps.get(f.name))
+            p.add_argument(flag, type={"int": int, "float": float}.get(kind, str), default=None, help=text)
 
 
 def _number(text: str) -> int | float:
@@ -298,19 +360,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _args_eval(p: argparse.ArgumentParser) -> None:
-    from .engine.tasks import TASKS
-
     p.add_argument("--model", required=True, help="the model the checkpoint was trained as")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file, or a run folder (uses best.safetensors)")
     p.add_argument("--data", required=True, help="as for train: an image or a sequence dataset")
-    p.add_argument("--task", default=None, choices=tuple(TASKS),
+    p.add_argument("--task", default=None, choices=TASK_NAMES,
                    help="default: inferred from --data (detection: a COCO-format folder; prints COCO AP metrics)")
     p.add_argument("--data-dir", default=None, help="folder of sequence data (dvs_gesture, shd, lra_*, ...)")
-    p.add_argument("--max-len", type=int, default=None, help="sequences: truncate to this many steps")
-    p.add_argument("--img-size", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
-    p.add_argument("--model-kwargs", nargs="*", metavar="KEY=VALUE", default=None)
+    p.add_argument("--max-len", type=int, default=None,
+                   help="sequences: truncate to this many steps (default: the dataset's native lengths)")
+    p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=500, help="items per evaluation batch (default: 500)")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"),
+                   help="mixed precision: none | bf16 (CPU or GPU) | fp16 (GPU) (default: none)")
+    p.add_argument("--model-kwargs", nargs="*", metavar="KEY=VALUE", default=None,
+                   help="keyword arguments of the model, as it was trained, e.g. d_state=16")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -332,9 +395,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="fashion_mnist (default when installed) or digits")
     p.add_argument("--epochs", type=int, default=None, help="default: 4 on Fashion-MNIST, 15 on digits")
-    p.add_argument("--subset", type=int, default=None, help="training images (default: 10,000 of Fashion-MNIST)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default="runs")
+    p.add_argument("--subset", type=int, default=None,
+                   help="train on a class-balanced subset of this many images (default: 10,000 of Fashion-MNIST, "
+                        "all of digits)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of both runs (default: 0)")
+    p.add_argument("--output", default="runs", help="folder under which the demo folder is made (default: runs)")
     p.add_argument("--verbose", action="store_true", help="per-epoch lines and progress bars")
 
 
@@ -365,7 +430,9 @@ def _args_cam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True,
                    help="one per model, comma-separated: a .safetensors file or a run folder (best.safetensors)")
     p.add_argument("--images", nargs="+", required=True, metavar="IMAGE", help="image files: one row each")
-    p.add_argument("--method", default="scorecam", choices=("scorecam", "gradcam"))
+    p.add_argument("--method", default="scorecam", choices=("scorecam", "gradcam"),
+                   help="Score-CAM (masks the input by each channel) or Grad-CAM (weights by gradients) "
+                        "(default: scorecam)")
     p.add_argument("--out", default="cam.png", help="PNG to write (default: cam.png)")
     p.add_argument("--img-size", type=int, default=None, help="input side (default: the run's, or the model's)")
     p.add_argument("--target-class", type=int, default=None, help="explain this class (default: the prediction)")
@@ -409,7 +476,7 @@ def _args_make_coco_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="auto", choices=("auto", "fashion_mnist", "digits"),
                    help="items: Fashion-MNIST (Debian's dataset-fashion-mnist) or scikit-learn digits; auto: "
                         "Fashion-MNIST when installed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
 
 def cmd_make_coco_demo(args: argparse.Namespace) -> int:
@@ -455,7 +522,7 @@ COMMANDS: tuple[Command, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__  # not `from . import`: the package itself imports torch
 
     parser = argparse.ArgumentParser(prog=PROG, description="statelayers: S6LA / S7 models and tools.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")

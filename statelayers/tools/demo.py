@@ -7,13 +7,17 @@ side and writes one plot of both runs' curves. It claims nothing beyond what tha
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import TrainConfig, plot_curves, read_metrics, train
+from ..engine.rundir import claim_run_dir
 
-__all__ = ["DemoRow", "run_demo", "default_demo_data"]
+__all__ = ["DemoRow", "DemoProgress", "format_duration", "run_demo", "default_demo_data"]
 
 PAIR = ("cifar_resnet20", "s6la_cifar_resnet20")
 
@@ -43,14 +47,18 @@ def run_demo(data: str | None = None, *, epochs: int | None = None, subset: int 
     # budget: a few minutes for both models on 2 CPU cores
     epochs = epochs or (4 if fashion else 15)
     subset = subset if subset is not None else (10000 if fashion else None)
-    out_dir = Path(output) / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    # its own folder, even when another demo starts in the same second (-1, -2, ... as a run's default name)
+    out_dir = claim_run_dir(output, None, f"demo-{time.strftime('%Y%m%d-%H%M%S')}", quiet=True)
     rows, curves = [], {}
+    progress = DemoProgress(total_epochs=epochs * len(models))
     for name in models:
         cfg = TrainConfig(model=name, data=data, recipe="small", epochs=epochs, subset=subset, seed=seed,
                           output=str(out_dir), name=name, quiet=quiet,
                           train_aug=None if fashion else {"hflip": 0.0, "crop_pad": 0})
         print(f"training {name} on {data} ({epochs} epochs{f', {subset} images' if subset else ''}) ...", flush=True)
-        result = train(cfg)
+        with progress.watching(name, out_dir / name, epochs):
+            result = train(cfg)
+        progress.poll(result.run_dir)  # the last epoch, also if the run folder is not out_dir / name
         import timm
 
         import statelayers.models  # noqa: F401  (registers the models with timm)
@@ -63,6 +71,76 @@ def run_demo(data: str | None = None, *, epochs: int | None = None, subset: int 
         curves[name] = read_metrics(result.run_dir)
     plot_curves(curves, out_dir / "curves.png", f"same recipe, budget and seed on {data}")
     return rows, out_dir
+
+
+def format_duration(seconds: float) -> str:
+    """65 -> '1:05', 3725 -> '1:02:05'."""
+    seconds = max(0, round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class DemoProgress:
+    """One line per finished epoch of the demo's runs, with the time so far and an estimate of the time left:
+    the mean time per epoch so far (all runs together) times the epochs still to run.
+
+    It follows each run's metrics.csv (a row per finished epoch), from a thread while the run trains, so the
+    training loop needs no hook.
+    """
+
+    def __init__(self, total_epochs: int, interval_s: float = 0.5, out=None):
+        self.total_epochs, self.interval_s, self.out = total_epochs, interval_s, out
+        self.started_at = time.time()
+        self.done_before = 0  # epochs of the runs already finished
+        self.name, self.run_dir, self.epochs, self.seen = "", None, 0, 0
+        self._lock = threading.Lock()
+
+    def watching(self, name: str, run_dir: Path, epochs: int):
+        """Context manager: report the epochs of run `name` (in `run_dir`, of `epochs` epochs) as they end."""
+
+        @contextlib.contextmanager
+        def watch():
+            with self._lock:
+                self.done_before += self.seen
+                self.name, self.run_dir, self.epochs, self.seen = name, run_dir, epochs, 0
+            stop = threading.Event()
+
+            def loop():
+                while not stop.wait(self.interval_s):
+                    self.poll()
+
+            thread = threading.Thread(target=loop, name="demo-progress", daemon=True)
+            thread.start()
+            try:
+                yield self
+            finally:
+                stop.set()
+                thread.join()
+
+        return watch()
+
+    def poll(self, run_dir: Path | None = None) -> None:
+        """Print a line for each epoch of the current run that has ended since the last call."""
+        with self._lock:
+            try:  # the run may be writing or replacing the file right now: then next time
+                rows = read_metrics(run_dir or self.run_dir) if (run_dir or self.run_dir) else []
+            except (OSError, csv.Error):
+                rows = []
+            finished = []
+            for row in rows:
+                try:
+                    finished.append((int(row["epoch"]), float(row["eval_acc"])))
+                except (KeyError, TypeError, ValueError):  # a row being written
+                    break
+            for epoch, acc in finished[self.seen:]:
+                self.seen += 1
+                done = self.done_before + self.seen
+                elapsed = time.time() - self.started_at
+                left = elapsed / done * max(self.total_epochs - done, 0)
+                print(f"  {self.name}  epoch {epoch + 1}/{self.epochs}  eval_acc {acc:.4f}  "
+                      f"elapsed {format_duration(elapsed)}  remaining ~{format_duration(left)}",
+                      file=self.out, flush=True)
 
 
 def format_rows(rows: list[DemoRow]) -> str:
