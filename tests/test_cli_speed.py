@@ -4,7 +4,6 @@ described; `statelayers demo` reports each finished epoch with the time so far a
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import re
 import subprocess
@@ -107,31 +106,23 @@ def test_format_duration():
     assert [format_duration(s) for s in (0, 9.6, 65, 3725)] == ["0:00", "0:10", "1:05", "1:02:05"]
 
 
-def _write_rows(run_dir: Path, accs: list[float]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["epoch", "eval_acc"])
-        w.writeheader()
-        for i, acc in enumerate(accs):
-            w.writerow({"epoch": i, "eval_acc": acc})
+def _epochs(p: DemoProgress, accs: list[float], first: int = 0) -> None:
+    for i, acc in enumerate(accs, start=first):
+        p.epoch_ended({"epoch": i, "eval_acc": acc})
 
 
-def test_progress_estimates_the_time_left_from_the_time_per_epoch(tmp_path, capsys):
+def test_progress_estimates_the_time_left_from_the_time_per_epoch(capsys):
     """Two runs of 4 epochs: after 2 epochs in 20 s, 6 are left at 10 s each: ~1:00."""
-    p = DemoProgress(total_epochs=8, interval_s=3600)
-    with p.watching("a", tmp_path / "a", 4):
-        p.started_at = time.time() - 20
-        _write_rows(tmp_path / "a", [0.5, 0.6])
-        p.poll()
-        p.poll()  # nothing new: no line
+    p = DemoProgress(total_epochs=8)
+    p.start_run("a", 4)
+    p.started_at = time.time() - 20
+    _epochs(p, [0.5, 0.6])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "a  epoch 2/4  eval_acc 0.6000  elapsed 0:20  remaining ~1:00" in lines[1]
-    _write_rows(tmp_path / "a", [0.5, 0.6, 0.7, 0.8])
-    p.poll(tmp_path / "a")  # after the run: its last epochs
-    with p.watching("b", tmp_path / "b", 4):
-        p.started_at = time.time() - 50
-        _write_rows(tmp_path / "b", [0.9])
-        p.poll()
+    _epochs(p, [0.7, 0.8], first=2)
+    p.start_run("b", 4)
+    p.started_at = time.time() - 50
+    _epochs(p, [0.9])
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines] == [["a", "epoch", "3/4"], ["a", "epoch", "4/4"],
                                                     ["b", "epoch", "1/4"]]

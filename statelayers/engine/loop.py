@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,9 @@ class RunResult:
     params: int
 
 
-def train(cfg: TrainConfig) -> RunResult:
-    """Train (or resume) one run; returns where it went and what it measured."""
+def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
+    """Train (or resume) one run; returns where it went and what it measured. ``on_epoch_end(row)``, if given, is
+    called on rank 0 after each epoch is logged, with that epoch's metrics.csv row (e.g. to report progress)."""
     d = setup_distributed()
     resume_from = None
     if cfg.resume:
@@ -81,6 +83,8 @@ def train(cfg: TrainConfig) -> RunResult:
     for epoch in range(run.start_epoch, cfg.epochs):
         train_loss, stopped = run.train_epoch(epoch)
         run.end_epoch(epoch, train_loss, stopped)
+        if on_epoch_end is not None and d.main:
+            on_epoch_end(run.final)
         if stopped:
             break
     return run.finish()

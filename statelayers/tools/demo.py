@@ -7,9 +7,6 @@ side and writes one plot of both runs' curves. It claims nothing beyond what tha
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +53,8 @@ def run_demo(data: str | None = None, *, epochs: int | None = None, subset: int 
                           output=str(out_dir), name=name, quiet=quiet,
                           train_aug=None if fashion else {"hflip": 0.0, "crop_pad": 0})
         print(f"training {name} on {data} ({epochs} epochs{f', {subset} images' if subset else ''}) ...", flush=True)
-        with progress.watching(name, out_dir / name, epochs):
-            result = train(cfg)
-        progress.poll(result.run_dir)  # the last epoch, also if the run folder is not out_dir / name
+        progress.start_run(name, epochs)
+        result = train(cfg, on_epoch_end=progress.epoch_ended)
         import timm
 
         import statelayers.models  # noqa: F401  (registers the models with timm)
@@ -83,64 +79,24 @@ def format_duration(seconds: float) -> str:
 
 class DemoProgress:
     """One line per finished epoch of the demo's runs, with the time so far and an estimate of the time left:
-    the mean time per epoch so far (all runs together) times the epochs still to run.
+    the mean time per epoch so far (all runs together) times the epochs still to run. ``epoch_ended`` is the
+    engine's ``on_epoch_end`` callback."""
 
-    It follows each run's metrics.csv (a row per finished epoch), from a thread while the run trains, so the
-    training loop needs no hook.
-    """
-
-    def __init__(self, total_epochs: int, interval_s: float = 0.5, out=None):
-        self.total_epochs, self.interval_s, self.out = total_epochs, interval_s, out
+    def __init__(self, total_epochs: int, out=None):
+        self.total_epochs, self.out = total_epochs, out
         self.started_at = time.time()
-        self.done_before = 0  # epochs of the runs already finished
-        self.name, self.run_dir, self.epochs, self.seen = "", None, 0, 0
-        self._lock = threading.Lock()
+        self.done = 0  # epochs finished, all runs
+        self.name, self.epochs = "", 0
 
-    def watching(self, name: str, run_dir: Path, epochs: int):
-        """Context manager: report the epochs of run `name` (in `run_dir`, of `epochs` epochs) as they end."""
+    def start_run(self, name: str, epochs: int) -> None:
+        self.name, self.epochs = name, epochs
 
-        @contextlib.contextmanager
-        def watch():
-            with self._lock:
-                self.done_before += self.seen
-                self.name, self.run_dir, self.epochs, self.seen = name, run_dir, epochs, 0
-            stop = threading.Event()
-
-            def loop():
-                while not stop.wait(self.interval_s):
-                    self.poll()
-
-            thread = threading.Thread(target=loop, name="demo-progress", daemon=True)
-            thread.start()
-            try:
-                yield self
-            finally:
-                stop.set()
-                thread.join()
-
-        return watch()
-
-    def poll(self, run_dir: Path | None = None) -> None:
-        """Print a line for each epoch of the current run that has ended since the last call."""
-        with self._lock:
-            try:  # the run may be writing or replacing the file right now: then next time
-                rows = read_metrics(run_dir or self.run_dir) if (run_dir or self.run_dir) else []
-            except (OSError, csv.Error):
-                rows = []
-            finished = []
-            for row in rows:
-                try:
-                    finished.append((int(row["epoch"]), float(row["eval_acc"])))
-                except (KeyError, TypeError, ValueError):  # a row being written
-                    break
-            for epoch, acc in finished[self.seen:]:
-                self.seen += 1
-                done = self.done_before + self.seen
-                elapsed = time.time() - self.started_at
-                left = elapsed / done * max(self.total_epochs - done, 0)
-                print(f"  {self.name}  epoch {epoch + 1}/{self.epochs}  eval_acc {acc:.4f}  "
-                      f"elapsed {format_duration(elapsed)}  remaining ~{format_duration(left)}",
-                      file=self.out, flush=True)
+    def epoch_ended(self, row: dict) -> None:
+        self.done += 1
+        elapsed = time.time() - self.started_at
+        left = elapsed / self.done * max(self.total_epochs - self.done, 0)
+        print(f"  {self.name}  epoch {int(row['epoch']) + 1}/{self.epochs}  eval_acc {float(row['eval_acc']):.4f}  "
+              f"elapsed {format_duration(elapsed)}  remaining ~{format_duration(left)}", file=self.out, flush=True)
 
 
 def format_rows(rows: list[DemoRow]) -> str:
