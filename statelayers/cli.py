@@ -329,6 +329,10 @@ def _train_config(args: argparse.Namespace):
         values[f.name] = _key_values(v) if f.name in ("model_kwargs", "train_aug") else v
     if "model" not in values and "resume" not in values:
         raise ValueError("train needs --model (or --resume RUN_DIR)")
+    if "resume" in values:  # only the flags given count, also those equal to a default
+        from .engine.loop import check_resume_changes
+
+        check_resume_changes(values["resume"], {k: v for k, v in values.items() if k != "resume"})
     values.setdefault("model", "")
     return TrainConfig(**values)
 
@@ -341,8 +345,21 @@ def _run_user_errors(fn) -> int:
 
     try:
         return fn()
-    except (ValueError, CheckpointError, DatasetMissing, FileNotFoundError, MissingDependency) as e:
-        return _error(str(e))
+    except (ValueError, CheckpointError, DatasetMissing, FileNotFoundError, MissingDependency,
+            FloatingPointError) as e:
+        return _error(_one_line(str(e)))
+
+
+def _one_line(message: str) -> str:
+    """The message of an error, on one line. An error raised in a DataLoader worker comes back with the worker's
+    traceback in its message ("Caught X in DataLoader worker process N. Original Traceback ..."): its last line,
+    the original error's own, is the message."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "DataLoader worker process" in lines[0]:
+        last = lines[-1]
+        kind, sep, text = last.partition(": ")
+        return text if sep and kind.replace(".", "").replace("_", "").isalnum() else last
+    return " ".join(lines)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -360,9 +377,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _args_eval(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="the model the checkpoint was trained as")
+    p.add_argument("--model", default=None,
+                   help="the model the checkpoint was trained as (default: the one the run folder or the file names)")
     p.add_argument("--checkpoint", required=True, help="a .safetensors file, or a run folder (uses best.safetensors)")
-    p.add_argument("--data", required=True, help="as for train: an image or a sequence dataset")
+    p.add_argument("--data", default=None,
+                   help="as for train: an image or a sequence dataset (default: a run folder's own; needed for a file)")
+    p.add_argument("--other-data", action="store_true",
+                   help="allow --data other than the data the run folder was trained on")
     p.add_argument("--task", default=None, choices=TASK_NAMES,
                    help="default: inferred from --data (detection: a COCO-format folder; prints COCO AP metrics)")
     p.add_argument("--data-dir", default=None, help="folder of sequence data (dvs_gesture, shd, lra_*, ...)")
@@ -384,7 +405,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         out = evaluate(args.model, args.checkpoint, args.data, img_size=args.img_size, batch_size=args.batch_size,
                        model_kwargs=_key_values(args.model_kwargs) or None, amp=args.amp, task=args.task,
-                       data_dir=args.data_dir, max_len=args.max_len)
+                       data_dir=args.data_dir, max_len=args.max_len, other_data=args.other_data)
         for k, v in out.items():
             print(f"{k:<10} {v:.4f}" if isinstance(v, float) else f"{k:<10} {v}")
         return 0
@@ -521,11 +542,20 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from ._version import __version__  # not `from . import`: the package itself imports torch
+def _installed_version() -> str:
+    """The installed distribution's version, read from its metadata: importing ``statelayers._version`` would import
+    the package (torch, every model) first."""
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version("statelayers")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="statelayers: S6LA / S7 models and tools.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_installed_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for cmd in COMMANDS:
         p = sub.add_parser(cmd.name, help=cmd.help, description=(cmd.run.__doc__ or cmd.help).strip())

@@ -13,13 +13,14 @@ import typing
 from pathlib import Path
 
 import statelayers
-from statelayers.cli import RECIPE_NAMES, TASK_NAMES, _train_config, build_parser, train_config_fields
+from statelayers.cli import COMMANDS, RECIPE_NAMES, TASK_NAMES, _train_config, build_parser, train_config_fields
 from statelayers.engine import TrainConfig
 from statelayers.engine.recipes import RECIPES
 from statelayers.engine.tasks import TASKS
 from statelayers.tools.demo import DemoProgress, format_duration, run_demo
 
 PKG_DIR = Path(statelayers.__file__).parent
+COMMAND_NAMES = [c.name for c in COMMANDS]
 HEAVY = ("torch", "timm", "numpy", "statelayers.engine", "statelayers.models", "statelayers.layers")
 
 # Builds the parser and asks it for help with the package's __init__ (which imports torch and registers every
@@ -45,6 +46,31 @@ def test_parser_and_help_import_no_torch_timm_or_models():
     assert out.returncode == 0, out.stderr
     assert "usage: statelayers train" in out.stdout and "--max-steps" in out.stdout
     assert out.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+_CONSOLE_SCRIPT = f"""
+import sys
+import statelayers_cli
+for argv in [["--help"], ["no-such-command"]] + [[c, "--help"] for c in {COMMAND_NAMES!r}]:
+    try:
+        statelayers_cli.main(argv)
+    except SystemExit as e:
+        assert e.code == (2 if argv == ["no-such-command"] else 0), argv
+print("LOADED", [m for m in {HEAVY!r} if m in sys.modules])
+"""
+
+
+def test_the_console_script_answers_help_without_importing_the_package():
+    """The `statelayers` console script (`statelayers_cli:main`, outside the package): --help, each command's --help
+    and a mistyped command load neither the package's __init__ nor torch, timm or the models."""
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _CONSOLE_SCRIPT], capture_output=True, text=True, timeout=120)
+    took = time.perf_counter() - started
+    assert out.returncode == 0, out.stderr
+    assert "usage: statelayers train" in out.stdout and "invalid choice: 'no-such-command'" in out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "LOADED []"
+    assert "statelayers" not in out.stdout.split("LOADED")[-1]
+    print(f"console script: {len(COMMAND_NAMES) + 2} help/usage answers in {took:.2f} s (one interpreter)")
 
 
 def test_python_m_statelayers_help_answers():

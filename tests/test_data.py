@@ -245,8 +245,8 @@ def test_imagefolder_with_randaugment_and_subset(folder_tree):
         changed += not torch.allclose(x, plain[tr.indices[i]][0])
     assert changed >= 4
     assert ev[0][0].shape == (3, 32, 32)
-    with pytest.raises(ValueError, match="crop_pad"):
-        build_datasets(root, train_aug={"crop_pad": 4})
+    with pytest.raises(ValueError, match="crop_pad"):  # crop_pad applies to ImageFolder data too, >= 0
+        build_datasets(root, train_aug={"crop_pad": -1})
 
 
 def test_imagefolder_rejects_val_classes_unknown_to_train(tmp_path):

@@ -17,6 +17,7 @@ from .images import (
     DataInfo,
     DatasetMissing,
     TensorImageDataset,
+    UnreadableImage,
     balanced_subset,
     build_datasets,
     load_digits,
@@ -34,7 +35,7 @@ from .sequences import (
 
 __all__ = [
     "DATASETS", "FASHION_MNIST_CLASSES", "FASHION_MNIST_DIR", "DataInfo", "DatasetMissing", "SEQUENCE_DATASETS",
-    "SEQUENCE_REGISTRY", "SeqInfo", "TensorImageDataset", "balanced_subset", "build_datasets", "build_event_datasets",
-    "build_sequence_datasets", "is_sequence_data", "load_digits", "load_fashion_mnist", "pad_collate",
-    "stratified_split",
+    "SEQUENCE_REGISTRY", "SeqInfo", "TensorImageDataset", "UnreadableImage", "balanced_subset", "build_datasets",
+    "build_event_datasets", "build_sequence_datasets", "is_sequence_data", "load_digits", "load_fashion_mnist",
+    "pad_collate", "stratified_split",
 ]

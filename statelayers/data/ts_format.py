@@ -255,9 +255,15 @@ def ts_sets(train_path: Path | None, test_path: Path | None, *, single: Path | N
         split_note = "the archive's train/test split"
         where = f"{train_path} / {test_path}"
     xtr, ytr, xte, yte = _dense_from_ts(tr_data, te_data, where)
-    mean, std = _channel_stats(xtr)
-    norm = [((s - mean) / std).astype(np.float32) for s in xtr]
-    norm_te = [((s - mean) / std).astype(np.float32) for s in xte]
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = _channel_stats(xtr)
+        norm = [((s - mean) / std).astype(np.float32) for s in xtr]
+        norm_te = [((s - mean) / std).astype(np.float32) for s in xte]
+    for split, raw, arrays in (("training", xtr, norm), ("test", xte, norm_te)):
+        if not all(np.isfinite(a).all() for a in arrays):  # the values read are finite (`read_ts` checks that)
+            big = max(float(np.abs(a).max()) for a in raw if a.size)
+            raise ValueError(f"{where}: the {split} values are too large to normalise in float32 (largest |value| "
+                             f"{big:.3g}); rescale the data")
     classes = list(tr_data.classes)
     train = DenseSequenceDataset(norm, ytr, classes, max_len)
     evals = DenseSequenceDataset(norm_te, yte, classes, max_len)

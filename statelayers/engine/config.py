@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import os
 from dataclasses import dataclass, field
 
 from .recipes import get_recipe
 from .tasks import get_task, infer_task
 
-__all__ = ["TrainConfig", "check_run_name"]
+__all__ = ["TrainConfig", "check_numbers", "check_run_name"]
 
 # the fields a recipe gives a value to (`statelayers.engine.recipes.RECIPES`)
 _RECIPE_FIELDS = (
@@ -20,6 +22,51 @@ _RECIPE_FIELDS = (
     "mixup", "cutmix", "drop_path", "repeated_aug", "clip_grad", "ssm_lr_scale", "ssm_weight_decay",
     "decay_milestones", "warmup_steps",
 )
+
+# the real-valued fields and their ranges: (low, low included, high, high included); None (unset) always passes
+_NUMBER_RANGES = {
+    "lr": (0.0, False, math.inf, False),
+    "lr_base": (0.0, False, math.inf, False),
+    "momentum": (0.0, True, 1.0, False),
+    "weight_decay": (0.0, True, math.inf, False),
+    "decay_epochs": (0.0, False, math.inf, False),
+    "decay_rate": (0.0, False, math.inf, False),
+    "warmup_epochs": (0.0, True, math.inf, False),
+    "warmup_lr": (0.0, True, math.inf, False),
+    "min_lr": (0.0, True, math.inf, False),
+    "smoothing": (0.0, True, 1.0, False),
+    "mixup": (0.0, True, math.inf, False),
+    "cutmix": (0.0, True, math.inf, False),
+    "drop_path": (0.0, True, 1.0, False),
+    "clip_grad": (0.0, True, math.inf, False),  # 0: off
+    "ssm_lr_scale": (0.0, True, math.inf, False),
+    "ssm_weight_decay": (0.0, True, math.inf, False),
+    "ema_decay": (0.0, True, 1.0, True),
+}
+
+
+def _range_text(low: float, low_in: bool, high: float, high_in: bool) -> str:
+    if high == math.inf:
+        return f"{'>=' if low_in else '>'} {low:g}"
+    return f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """A one-line ValueError naming the first real-valued field of ``cfg`` that is not a finite number in its range
+    (NaN, inf, a negative learning rate, a string, ...)."""
+    for name, (low, low_in, high, high_in) in _NUMBER_RANGES.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and (
+            (low <= value if low_in else low < value) and (value <= high if high_in else value < high))
+        if not ok:
+            raise ValueError(f"{name} must be a finite number {_range_text(low, low_in, high, high_in)}, "
+                             f"got {value!r}")
+
+
+# the defaults of the run options that are None until `TrainConfig.resolved`
+RUN_OPTION_DEFAULTS = {"eval_batch_size": 500, "workers": 0, "ckpt_every": 0, "quiet": False}
 
 
 @dataclass
@@ -66,7 +113,7 @@ class TrainConfig:
     # run options
     subset: int | None = None  # class-balanced training subset
     eval_subset: int | None = None  # evaluate on the first K items of the evaluation split (quick runs)
-    eval_batch_size: int = 500
+    eval_batch_size: int | None = None  # default 500
     grad_accum: int = 1
     amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU)
     channels_last: bool = False
@@ -74,10 +121,10 @@ class TrainConfig:
     ema: bool = False
     ema_decay: float = 0.9998
     seed: int = 0
-    workers: int = 0
-    ckpt_every: int = 0  # also checkpoint every N optimizer steps (0: at epoch ends only; negative is refused)
+    workers: int | None = None  # default 0
+    ckpt_every: int | None = None  # also checkpoint every N optimizer steps (0, default: at epoch ends only)
     max_steps: int | None = None  # stop after this many optimizer steps (budgets, tests)
-    quiet: bool = False
+    quiet: bool | None = None  # default False
     resume: str | None = None  # a run folder to continue
 
     @classmethod
@@ -95,15 +142,20 @@ class TrainConfig:
         for f in _RECIPE_FIELDS:
             if values[f] is None:
                 values[f] = recipe.get(f)
+        if self.train_aug is not None and not isinstance(self.train_aug, dict):
+            raise ValueError(f"train_aug must be a dict of KEY=VALUE settings, got {self.train_aug!r}")
         if self.train_aug is not None:
             values["train_aug"] = {**(recipe.get("train_aug") or {}), **self.train_aug}
         cfg = dataclasses.replace(self, task=task.name, recipe=recipe_name, **values)
+        # run options left None ("not given", so that a resumed run can tell what was asked of it) take their defaults
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in RUN_OPTION_DEFAULTS.items() if getattr(cfg, k) is None})
         if cfg.amp not in ("none", "bf16", "fp16"):
             raise ValueError(f"amp must be none, bf16 or fp16, got {cfg.amp!r}")
         if cfg.grad_accum < 1 or cfg.batch_size < 1 or cfg.epochs < 1:
             raise ValueError("grad_accum, batch_size and epochs must be positive")
         if cfg.ckpt_every < 0:
             raise ValueError(f"ckpt_every must be 0 (checkpoint at epoch ends only) or positive, got {cfg.ckpt_every}")
+        check_numbers(cfg)
         check_run_name(cfg.name)
         return task.checked_config(cfg)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,21 +27,30 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._extras import require
-from ..checkpoint import CheckpointError, latest_checkpoint, load_weights, read_state, save_weights, write_checkpoint
+from ..checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_weights,
+    point_last_at,
+    remove_temporaries,
+    resume_checkpoint,
+    save_weights,
+    write_checkpoint,
+)
 from .config import TrainConfig
 from .optim import build_optimizer, build_scheduler, global_batch, learning_rate
 from .rundir import (
-    append_metrics,
     check_run_dir_free,
     claim_run_dir,
+    config_yaml,
     default_run_name,
+    lock_run_dir,
     open_tensorboard,
     plot_curves,
     read_config,
-    read_metrics,
-    truncate_metrics,
     weights_checksum,
     write_config,
+    write_metrics,
     write_summary,
 )
 from .runtime import Dist, autocast_ctx, setup_distributed, sync_buffers, to_device
@@ -49,8 +59,10 @@ from .tasks import call_model, get_task
 
 __all__ = ["RunResult", "TrainingRun", "train", "evaluate", "eval_loader"]
 
-# what `train(TrainConfig(resume=RUN_DIR, ...))` may change of the run it continues
-RESUME_OVERRIDES = ("epochs", "quiet", "workers")
+# what `train(TrainConfig(resume=RUN_DIR, ...))` may change of the run it continues: its length (the schedule is
+# recomputed for a new --epochs, see `TrainingRun.restore`), how often it checkpoints, and what does not change
+# the numbers
+RESUME_OVERRIDES = ("epochs", "max_steps", "ckpt_every", "quiet", "workers", "eval_batch_size")
 
 
 @dataclass
@@ -68,26 +80,46 @@ def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = Non
     """Train (or resume) one run; returns where it went and what it measured. ``on_epoch_end(row)``, if given, is
     called on rank 0 after each epoch is logged, with that epoch's metrics.csv row (e.g. to report progress)."""
     d = setup_distributed()
-    resume_from = None
+    resume_from, lock = None, []
     if cfg.resume:
-        cfg, resume_from = _resume_point(cfg)
+        # rank 0 holds the run folder's lock from here to the end of the run, and clears what killed writes left
+        _on_rank0(d, lambda: lock.append(_open_for_resume(Path(cfg.resume))))
+        cfg, resume_from = _resume_point(cfg, d)
     cfg = cfg.resolved()
-    if resume_from is None:  # refuse a taken name before building data and model; `open_run_dir` claims it
+    if not cfg.resume:  # refuse a taken name before building data and model; `open_run_dir` claims it
         _on_rank0(d, lambda: check_run_dir_free(cfg.output, cfg.name, overwrite=cfg.overwrite))
     torch.manual_seed(cfg.seed)
     run = TrainingRun(cfg, d, restoring=resume_from is not None)
+    run.lock = lock[0] if lock else None
     if resume_from is not None:
         run.restore(*resume_from)
-    run.open_run_dir(resumed=resume_from is not None)
+    run.open_run_dir(resumed=bool(cfg.resume))
     run.start()
-    for epoch in range(run.start_epoch, cfg.epochs):
-        train_loss, stopped = run.train_epoch(epoch)
-        run.end_epoch(epoch, train_loss, stopped)
-        if on_epoch_end is not None and d.main:
-            on_epoch_end(run.final)
-        if stopped:
-            break
+    if run.finished:
+        if d.main and not cfg.quiet:
+            print(f"{run.run_dir} has finished its {cfg.epochs} epochs"
+                  + (f" / {cfg.max_steps} steps" if cfg.max_steps is not None else "")
+                  + ": nothing to train (extend it with --epochs or --max-steps)", flush=True)
+    else:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            train_loss, stopped = run.train_epoch(epoch)
+            run.end_epoch(epoch, train_loss, stopped)
+            if on_epoch_end is not None and d.main:
+                on_epoch_end(run.final)
+            if stopped:
+                break
     return run.finish()
+
+
+def _open_for_resume(run_dir: Path):
+    """Rank 0, resuming: lock the run folder (ValueError when another process has it) and delete the temporary
+    files that writes killed mid-way left in it. Returns the lock, held until the process ends."""
+    if not (run_dir / "config.yaml").is_file():
+        read_config(run_dir)  # the error that says what the folder lacks
+    held = lock_run_dir(run_dir)
+    for folder in (run_dir, run_dir / "checkpoints"):
+        remove_temporaries(folder)
+    return held
 
 
 def _on_rank0(d: Dist, fn):
@@ -97,7 +129,7 @@ def _on_rank0(d: Dist, fn):
     if d.main:
         try:
             result = fn()
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, CheckpointError) as e:
             if d.world == 1:
                 raise
             error = f"{type(e).__name__}: {e}" if isinstance(e, OSError) else str(e)
@@ -110,17 +142,61 @@ def _on_rank0(d: Dist, fn):
     return result
 
 
-def _resume_point(cfg: TrainConfig) -> tuple[TrainConfig, tuple[Path, dict]]:
-    """The config of the run folder ``cfg.resume`` (with the RESUME_OVERRIDES ``cfg`` sets), and its last
-    checkpoint: (folder, state)."""
+def _given_fields(cfg: TrainConfig) -> dict:
+    """The fields of ``cfg`` set to something other than TrainConfig's default (the model "" meaning unset)."""
+    defaults = {f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                for f in dataclasses.fields(TrainConfig)}
+    given = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "resume" and v != defaults.get(k)}
+    if given.get("model") == "":
+        del given["model"]
+    return given
+
+
+def check_resume_changes(run_dir: str | Path, given: dict) -> None:
+    """Refuse (ValueError naming them) settings ``given`` for resuming ``run_dir`` that would change the run: any
+    field outside RESUME_OVERRIDES whose value differs from the run's config.yaml."""
+    saved = read_config(Path(run_dir))
+
+    def same(a, b):  # config.yaml holds lists where the config may hold tuples
+        return (list(a) if isinstance(a, tuple) else a) == (list(b) if isinstance(b, tuple) else b)
+
+    changed = [k for k, v in given.items() if k not in RESUME_OVERRIDES and k != "resume" and not same(v, saved.get(k))]
+    if changed:
+        what = ", ".join(f"{k}={given[k]!r} (the run has {saved.get(k)!r})" for k in changed)
+        safe = ", ".join(RESUME_OVERRIDES)
+        raise ValueError(f"resuming {run_dir} keeps its settings, so {what} would change the run: start a new run "
+                         f"for that; only {safe} may change when resuming")
+
+
+def _resume_point(cfg: TrainConfig, d: Dist) -> tuple[TrainConfig, tuple[Path, dict] | None]:
+    """The config of the run folder ``cfg.resume`` (with the RESUME_OVERRIDES ``cfg`` sets; other changes refused)
+    and the checkpoint to continue from: (folder, state), or None when the run was stopped before its first one."""
     run_dir = Path(cfg.resume)
+    check_resume_changes(run_dir, _given_fields(cfg))
     saved = read_config(run_dir)
     overrides = {k: v for k, v in dataclasses.asdict(cfg).items() if k in RESUME_OVERRIDES and v is not None}
-    cfg = dataclasses.replace(TrainConfig.from_saved(saved), **overrides, resume=str(run_dir))
-    ckpt = latest_checkpoint(run_dir / "checkpoints")
-    if ckpt is None:
-        raise CheckpointError(f"{run_dir} has no checkpoint to resume from")
-    return cfg, (ckpt, read_state(ckpt))
+    try:
+        cfg = dataclasses.replace(TrainConfig.from_saved(saved), **overrides, resume=str(run_dir))
+    except TypeError as e:
+        raise CheckpointError(f"{run_dir}/config.yaml is damaged ({e})") from e
+    found = resume_checkpoint(run_dir / "checkpoints")
+    if found is None:
+        if d.main and not cfg.quiet:
+            print(f"{run_dir} has no checkpoint yet: starting it from the beginning", flush=True)
+        return cfg, None
+    ckpt, state, notes = found
+    if d.world > 1:  # every rank has chosen (and read) its checkpoint before rank 0 moves LAST and prunes
+        dist.barrier()
+    if d.main:
+        for note in notes:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+        try:
+            named = latest_checkpoint(run_dir / "checkpoints")
+        except CheckpointError:  # LAST names a folder that is gone
+            named = None
+        if named != ckpt:  # LAST names what this run continues from; pruning never removes it
+            point_last_at(ckpt)
+    return cfg, (ckpt, state)
 
 
 class TrainingRun:
@@ -171,7 +247,13 @@ class TrainingRun:
         self.start_epoch, self.start_batch, self.global_step, self.best_acc = 0, 0, 0, -1.0
         self.batch_in_epoch = 0
         self.seen, self.train_time = 0, 0.0  # samples trained on, seconds spent in training steps (this process)
+        self.rows: list[dict] = []  # metrics.csv, a row per epoch (kept in every checkpoint too)
         self.final: dict = {}  # the last epoch's metrics.csv row
+        # the (sum, count) of the training losses of the epoch so far, over all processes, when a checkpoint was
+        # taken mid-epoch: so that the resumed epoch logs the same mean loss (rank 0 carries it, the others 0)
+        self.resumed_loss = (0.0, 0)
+        self.epoch_loss = (0.0, 0)  # the same, of the epoch that `train_epoch` last ran
+        self.lock = None  # rank 0: the run folder's lock (`rundir.lock_run_dir`)
         # set by `start`
         self.train_model: nn.Module = self.model
         self.loader_eval: DataLoader | None = None
@@ -179,37 +261,70 @@ class TrainingRun:
         self.started_at = 0.0
 
     def restore(self, ckpt: Path, state: dict) -> None:
-        """Continue from a checkpoint of this run: weights, optimizer, schedule, loss scaler and progress."""
-        cfg = self.cfg
+        """Continue from a checkpoint of this run: weights, optimizer, schedule, loss scaler, progress and metrics.
+
+        A new length (``--epochs`` on resume) recomputes the schedule for it, as if the run had been planned that
+        long: a finished cosine run given more epochs goes on at the rate the longer cosine has at this epoch (up
+        from its final, minimum rate) and decays to the minimum again at the new end. So a 2-epoch run extended to
+        4 is not the same as a 4-epoch run (its first epochs decayed faster); a length shorter than what the run
+        has trained is refused."""
+        cfg, d = self.cfg, self.d
         if state.get("model") != cfg.model:
             raise CheckpointError(f"checkpoint {ckpt} is for model {state.get('model')!r}, not {cfg.model!r}")
+        trained = state["epoch"] + (1 if state["batch_in_epoch"] else 0)
+        if cfg.epochs < trained:
+            raise ValueError(f"{self.run_dir} has trained {trained} epochs; --epochs {cfg.epochs} cannot take them "
+                             "back (start a new run for a shorter one)")
         load_weights(self.model, ckpt / "model.safetensors")
         if self.ema is not None:
             load_weights(self.ema.module, ckpt / "ema.safetensors", "EMA checkpoint")
+        planned = state.get("epochs", cfg.epochs)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
+            if planned == cfg.epochs:
+                self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
         except (KeyError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"checkpoint {ckpt} has an optimizer state that does not fit: {e}") from e
         self.start_epoch, self.start_batch = state["epoch"], state["batch_in_epoch"]
         self.global_step, self.best_acc = state["step"], state["best_acc"]
+        self.scheduler.step_update(self.global_step)  # the rate of the next step (changed when the length is)
+        if planned != cfg.epochs and d.main and not cfg.quiet:
+            print(f"{self.run_dir}: {planned} -> {cfg.epochs} epochs; the {cfg.sched} schedule is recomputed for "
+                  f"{cfg.epochs} epochs (learning rate now {self.optimizer.param_groups[0]['lr']:.4g})", flush=True)
+        self.rows = [dict(r) for r in state.get("rows", [])]
+        if not self.finished:  # rows of epochs this run will train again (an extended partial epoch) go
+            self.rows = [r for r in self.rows if r["epoch"] < self.start_epoch]
+        self.final = self.rows[-1] if self.rows else {}
+        if self.start_batch and d.main:
+            self.resumed_loss = tuple(state.get("epoch_loss", (0.0, 0)))
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has nothing left to train (all its epochs, or its max_steps)."""
+        cfg = self.cfg
+        return self.start_epoch >= cfg.epochs or (cfg.max_steps is not None and self.global_step >= cfg.max_steps)
 
     def open_run_dir(self, *, resumed: bool) -> None:
         """Rank 0: the run folder (a new run's created atomically by `claim_run_dir`, its name sent to the other
         ranks) with its config.yaml; a resumed run drops the metrics of the epochs it repeats."""
         cfg, d = self.cfg, self.d
+        figures = {"world_size": d.world, "lr_resolved": self.lr, "global_batch": global_batch(cfg, d.world),
+                   "params": self.params, "data_info": dataclasses.asdict(self.info)}
         if not resumed:
-            self.run_dir = Path(_on_rank0(d, lambda: str(claim_run_dir(
-                cfg.output, cfg.name, default_run_name(cfg.model, self.info.name), overwrite=cfg.overwrite,
-                quiet=cfg.quiet))))
-        if not d.main:
+            # the folder appears with its config.yaml in it, so that any run folder can be resumed
+            def claim():
+                path = claim_run_dir(cfg.output, cfg.name, default_run_name(cfg.model, self.info.name),
+                                     overwrite=cfg.overwrite, quiet=cfg.quiet,
+                                     files={"config.yaml": config_yaml(cfg, figures)})
+                self.lock = lock_run_dir(path)
+                return str(path)
+
+            self.run_dir = Path(_on_rank0(d, claim))
             return
-        write_config(self.run_dir, cfg, {"world_size": d.world, "lr_resolved": self.lr, "global_batch":
-                                         global_batch(cfg, d.world), "params": self.params, "data_info":
-                                         dataclasses.asdict(self.info)})
-        if resumed:
-            truncate_metrics(self.run_dir, self.start_epoch)
+        if d.main:  # the metrics of the checkpoint resumed from: later rows, of epochs to train again, go
+            write_config(self.run_dir, cfg, figures)
+            write_metrics(self.run_dir, self.rows)
 
     def start(self) -> None:
         """The model as it trains (compiled, wrapped in DDP), the evaluation loader and TensorBoard."""
@@ -222,20 +337,30 @@ class TrainingRun:
             )
         self.loader_eval = eval_loader(self.eval_set, cfg, d, self.collate)
         if d.main:
-            self.writer = open_tensorboard(self.run_dir, self.global_step or None)
+            self.writer = open_tensorboard(self.run_dir, self.global_step if cfg.resume else None)
         self.started_at = time.time()
 
-    def save(self, epoch: int, batch_in_epoch: int) -> None:
-        """Rank 0: a checkpoint to resume from at (epoch, batch_in_epoch)."""
+    def save(self, epoch: int, batch_in_epoch: int, epoch_loss: tuple[float, int] = (0.0, 0)) -> None:
+        """Rank 0: a checkpoint to resume from at (epoch, batch_in_epoch), with the metrics so far and, mid-epoch,
+        the epoch's loss totals so far (over all processes)."""
         if not self.d.main:
             return
         weights = {"model.safetensors": self.model}
         if self.ema is not None:
             weights["ema.safetensors"] = self.ema.module
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "epoch": epoch,
-                 "batch_in_epoch": batch_in_epoch, "best_acc": self.best_acc, "model": self.cfg.model}
+                 "scaler": self.scaler.state_dict(), "epoch": epoch, "epochs": self.cfg.epochs,
+                 "batch_in_epoch": batch_in_epoch, "best_acc": self.best_acc, "model": self.cfg.model,
+                 "rows": [dict(r) for r in self.rows], "epoch_loss": (float(epoch_loss[0]), int(epoch_loss[1]))}
         write_checkpoint(self.run_dir / "checkpoints", self.global_step, weights, state, {"model": self.cfg.model})
+
+    def _loss_totals(self, loss_sum: torch.Tensor, loss_n: int) -> tuple[float, int]:
+        """(sum, count) of the training losses over all processes (a collective: every rank calls it)."""
+        if self.d.world > 1:
+            totals = torch.stack([loss_sum, torch.tensor(float(loss_n), dtype=torch.float64)])
+            dist.all_reduce(totals)
+            return totals[0].item(), int(totals[1].item())
+        return loss_sum.item(), loss_n
 
     # ---- one epoch
 
@@ -250,7 +375,8 @@ class TrainingRun:
         loader = DataLoader(self.train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers,
                             drop_last=True, persistent_workers=False, collate_fn=self.collate)
         self.train_model.train()
-        loss_sum, loss_n = torch.zeros((), dtype=torch.float64), 0
+        carried = self.resumed_loss if skip else (0.0, 0)
+        loss_sum, loss_n = torch.tensor(carried[0], dtype=torch.float64), carried[1]
         bar = tqdm(total=self.steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=cfg.quiet or not d.main, leave=False, unit="step")
         self.batch_in_epoch, micro = skip, 0
@@ -269,19 +395,18 @@ class TrainingRun:
             self._optimizer_step()
             bar.update(1)
             self._log_step(bar, loss, epoch_started_at)
+            if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
+                stop = True  # `end_epoch` checkpoints this step, once
+                break
             if cfg.ckpt_every and self.global_step % cfg.ckpt_every == 0 \
                     and self.batch_in_epoch < self.steps_per_epoch:
-                self.save(epoch, self.batch_in_epoch)
-            if cfg.max_steps is not None and self.global_step >= cfg.max_steps:
-                stop = True
-                break
+                self.save(epoch, self.batch_in_epoch, self._loss_totals(loss_sum, loss_n))
         bar.close()
         self.train_time += time.time() - epoch_started_at
-        if d.world > 1:  # the logged training loss is the mean over all processes
-            totals = torch.stack([loss_sum, torch.tensor(float(loss_n), dtype=torch.float64)])
-            dist.all_reduce(totals)
-            loss_sum, loss_n = totals[0], int(totals[1].item())
-        return (loss_sum / max(loss_n, 1)).item(), stop
+        self.resumed_loss = (0.0, 0)
+        # the logged training loss is the mean over all processes
+        self.epoch_loss = self._loss_totals(loss_sum, loss_n)
+        return self.epoch_loss[0] / max(self.epoch_loss[1], 1), stop
 
     def _forward_backward(self, x, y, micro: int, last_micro: bool) -> torch.Tensor:
         """Loss and gradients of one micro-batch; the gradients add up until the optimizer step."""
@@ -299,7 +424,7 @@ class TrainingRun:
             with autocast_ctx(cfg, d.device):
                 loss = self.loss_fn(call_model(self.train_model, x), y)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step}; lower the learning rate")
+                raise FloatingPointError(_nonfinite_loss_message(loss, x, self.global_step))
             self.scaler.scale(loss / cfg.grad_accum).backward()
         return loss
 
@@ -340,13 +465,11 @@ class TrainingRun:
         score = metrics.get("ema_eval_acc", metrics["eval_acc"])
         improved = score > self.best_acc
         self.best_acc = max(self.best_acc, score)
-        if stopped and self.batch_in_epoch < self.steps_per_epoch:
-            self.save(epoch, self.batch_in_epoch)
-        else:
-            self.save(epoch + 1, 0)
         row = {"epoch": epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": train_loss, **metrics, "images_per_s": self.seen / max(self.train_time, 1e-9),
                "elapsed_s": time.time() - self.started_at}
+        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}  # plain numbers: state.pt
+        self.rows.append(row)
         self.final = row
         if d.main:
             if improved:
@@ -354,17 +477,23 @@ class TrainingRun:
                 save_weights(best, self.run_dir / "best.safetensors",
                              {"model": cfg.model, "step": str(self.global_step), "eval_acc": f"{score:.6f}"})
             self._log_epoch(epoch, row)
+        # the checkpoint comes last: it is what makes the epoch done. A run killed before it resumes from the
+        # previous checkpoint, trains this epoch again (exactly) and writes the same best weights and metrics.
+        if stopped and self.batch_in_epoch < self.steps_per_epoch:
+            self.save(epoch, self.batch_in_epoch, self.epoch_loss)
+        else:
+            self.save(epoch + 1, 0)
 
     def _log_epoch(self, epoch: int, row: dict) -> None:
         """metrics.csv, TensorBoard, curves.png and (unless quiet) a line."""
         cfg = self.cfg
-        append_metrics(self.run_dir, row)
+        write_metrics(self.run_dir, self.rows)
         if self.writer is not None:
             for k, v in row.items():
                 if (k == "train_loss" or k.startswith("eval_")) and isinstance(v, (int, float)):
                     self.writer.add_scalar(f"epoch/{k}", v, epoch)
             self.writer.flush()
-        plot_curves({cfg.model: read_metrics(self.run_dir)}, self.run_dir / "curves.png",
+        plot_curves({cfg.model: self.rows}, self.run_dir / "curves.png",
                     f"{cfg.model} on {self.info.name}", **self.task.curve_labels)
         if not cfg.quiet:
             print(f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
@@ -394,6 +523,39 @@ class TrainingRun:
         return RunResult(self.run_dir, self.final, self.best_acc, images_per_s, self.params)
 
 
+def _model_named_by(path: Path) -> str:
+    """The model a statelayers weights file names in its metadata (ValueError when it names none)."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            name = (f.metadata() or {}).get("model")
+    except Exception as e:  # damaged header: the loader's message says so
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({e})") from e
+    if not name:
+        raise ValueError(f"{path} does not name its model: say which it is with --model")
+    return name
+
+
+def _nonfinite_loss_message(loss: torch.Tensor, x, step: int) -> str:
+    """Why the loss is not finite, as far as can be told: the data (not finite, or too large for the model's
+    arithmetic) or, after the first update, the learning rate."""
+    parts = x.values() if isinstance(x, dict) else x if isinstance(x, (list, tuple)) else [x]
+    tensors = [t for t in parts if torch.is_tensor(t) and t.is_floating_point()]
+    if any(not torch.isfinite(t).all() for t in tensors):
+        return f"loss is {loss.item()} at step {step}: the input batch holds NaN or inf values; check the data"
+    big = max((t.abs().max().item() for t in tensors if t.numel()), default=0.0)
+    if big > 1e6:
+        return (f"loss is {loss.item()} at step {step}: the input batch holds values as large as {big:.3g}; "
+                "scale or normalise the data")
+    if step == 0:
+        return (f"loss is {loss.item()} at the first step, before any update: the model's output on this batch is "
+                "not finite; check the data and the model's settings")
+    return f"loss is {loss.item()} at step {step}; lower the learning rate (or --clip-grad, --amp none)"
+
+
 def eval_loader(ds: Dataset, cfg: TrainConfig, d: Dist, collate_fn=None) -> DataLoader:
     """This process's shard of the evaluation set, in order."""
     sampler = ShardSampler(len(ds), d.world, d.rank, cfg.seed, shuffle=False, batch=1, drop_last=False)
@@ -401,25 +563,45 @@ def eval_loader(ds: Dataset, cfg: TrainConfig, d: Dist, collate_fn=None) -> Data
                       collate_fn=collate_fn)
 
 
-def evaluate(model_name: str, checkpoint: str | Path, data: str, *, img_size: int | None = None,
-             batch_size: int = 500, model_kwargs: dict | None = None, amp: str = "none", task: str | None = None,
-             data_dir: str | None = None, max_len: int | None = None) -> dict:
+def evaluate(model_name: str | None, checkpoint: str | Path, data: str | None = None, *,
+             img_size: int | None = None, batch_size: int = 500, model_kwargs: dict | None = None, amp: str = "none",
+             task: str | None = None, data_dir: str | None = None, max_len: int | None = None,
+             other_data: bool = False) -> dict:
     """Top-1/top-5 accuracy and loss of a checkpoint (a .safetensors file or a run folder, whose
-    best.safetensors is used) on the evaluation split of `data`. Settings not given are taken from the
-    run folder's config.yaml when there is one."""
+    best.safetensors is used) on the evaluation split of `data`.
+
+    A run folder supplies what it records: the model (``model_name`` may be None; another name is refused), the data
+    (``data`` may be None; other data is refused unless ``other_data``, since a checkpoint scored on data it was not
+    trained for measures nothing) and the settings not given. A weights file needs ``data``; its model defaults to
+    the one its metadata names."""
     path = Path(checkpoint)
     train_aug = None
-    if path.is_dir():
-        if (path / "config.yaml").is_file():
-            saved = read_config(path)
-            img_size = img_size or saved.get("img_size")
-            model_kwargs = model_kwargs or saved.get("model_kwargs")
-            task = task or saved.get("task")
-            if saved.get("data") == data:
-                train_aug = saved.get("train_aug")
-                data_dir = data_dir or saved.get("data_dir")
-                max_len = max_len or saved.get("max_len")
+    if path.is_dir() and (path / "config.yaml").is_file():
+        saved = read_config(path)
+        if model_name and model_name != saved["model"]:
+            raise ValueError(f"{path} was trained as {saved['model']!r}, not {model_name!r} (leave out --model: "
+                             "the run folder names its model)")
+        model_name = saved["model"]
+        if data is None:
+            data = saved.get("data")
+        elif data != saved.get("data") and not other_data:
+            raise ValueError(f"{path} was trained on {saved.get('data')!r}; scoring it on {data!r} measures "
+                             "something else (its classes may mean other things): leave out --data, or say "
+                             "--other-data if that is what you want")
+        img_size = img_size or saved.get("img_size")
+        model_kwargs = model_kwargs or saved.get("model_kwargs")
+        task = task or saved.get("task")
+        if saved.get("data") == data:
+            train_aug = saved.get("train_aug")
+            data_dir = data_dir or saved.get("data_dir")
+            max_len = max_len or saved.get("max_len")
         path = path / "best.safetensors"
+    elif path.is_dir():
+        path = path / "best.safetensors"
+    if data is None:
+        raise ValueError(f"say which data to evaluate {path} on (--data): only a run folder records its own")
+    if not model_name:
+        model_name = _model_named_by(path)
     d = setup_distributed()
     cfg = TrainConfig(model=model_name, data=data, task=task, img_size=img_size, eval_batch_size=batch_size,
                       model_kwargs=model_kwargs or {}, amp=amp, data_dir=data_dir, max_len=max_len).resolved()
@@ -427,9 +609,7 @@ def evaluate(model_name: str, checkpoint: str | Path, data: str, *, img_size: in
     cfg = the_task.evaluation_config(cfg, train_aug)
     eval_data = the_task.build_data(cfg, eval_only=True)
     model = the_task.build_model(cfg, eval_data.model_kwargs, restoring=True).to(d.device)
-    meta = load_weights(model, path)
-    if meta.get("model") not in (None, model_name):
-        raise CheckpointError(f"{path} was written for model {meta['model']!r}, not {model_name!r}")
+    load_weights(model, path, expect_model=model_name)
     out = the_task.evaluate(model, eval_loader(eval_data.eval, cfg, d, eval_data.collate), cfg, d)
     out["images"] = len(eval_data.eval)
     return out

@@ -1,6 +1,10 @@
 """A run folder's files, apart from its checkpoints (`statelayers.checkpoint`): ``config.yaml`` (the resolved
 config and figures of the run), ``metrics.csv`` (a row per epoch), ``curves.png``, TensorBoard logs under
-``tb/`` and ``summary.yaml``; and the checksum of the weights that the processes of a run compare at the end.
+``tb/`` and ``summary.yaml``; the folder's claim (``.owner``) and lock (``.lock``); and the checksum of the weights
+that the processes of a run compare at the end.
+
+Every file is replaced whole (written under a ``.tmp-`` name, then renamed), so a run killed at any instant leaves
+each file old or new, never torn. A new run folder appears with its config.yaml already in it.
 
 pyyaml, matplotlib and tensorboard come with ``pip install "statelayers[train]"``.
 """
@@ -9,10 +13,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
+import io
 import os
 import re
+import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,19 +28,21 @@ import torch
 import torch.nn as nn
 
 from .._extras import require
-from ..checkpoint import CheckpointError, atomic_write_bytes
+from ..checkpoint import TEMP_PREFIX, CheckpointError, atomic_write_bytes
 from .config import TrainConfig
 
-__all__ = ["METRIC_FIELDS", "check_run_dir_free", "claim_run_dir", "default_run_name", "write_config", "read_config",
-           "write_summary", "append_metrics", "read_metrics", "truncate_metrics", "plot_curves", "open_tensorboard",
-           "weights_checksum"]
+__all__ = ["METRIC_FIELDS", "check_run_dir_free", "claim_run_dir", "default_run_name", "lock_run_dir", "config_yaml",
+           "write_config", "read_config", "write_summary", "write_metrics", "read_metrics", "plot_curves",
+           "open_tensorboard", "weights_checksum"]
 
 METRIC_FIELDS = ("epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "eval_top5", "ema_eval_acc",
                  "images_per_s", "elapsed_s")
 
 
-# created with O_EXCL in a new run folder: whoever creates it owns the folder
+# in every run folder: who created it (host, pid, time)
 OWNER_FILE = ".owner"
+# held locked (flock) by the process that trains in the folder, so that no second process resumes it meanwhile
+LOCK_FILE = ".lock"
 
 
 def default_run_name(model: str, data: str) -> str:
@@ -40,21 +50,66 @@ def default_run_name(model: str, data: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{model}-{data}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _claim(path: Path) -> bool:
-    """Make ``path`` this process's run folder, atomically: True when it was created here, or existed empty and no
-    other process claimed it first (the owner file is created with O_EXCL); False when it is taken or not empty."""
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        if not path.is_dir() or any(path.iterdir()):
-            return False
-    try:
-        fd = os.open(path / OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
+def _owner_line() -> str:
+    return f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n"
+
+
+def _claim(path: Path, files: dict[str, bytes]) -> bool:
+    """Make ``path`` this process's run folder, atomically, with ``files`` in it: the folder is built under a
+    temporary name and renamed to ``path``, which succeeds only where ``path`` does not exist or is an empty folder
+    (a rename never replaces a non-empty folder). True when the folder is this process's; False when it is taken."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
         return False
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{socket.gethostname()} {os.getpid()} {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    # the temporary name says whose it is (`_remove_stale_claims` reads it), since a kill may come before any file
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{os.getpid()}@{socket.gethostname()}@"
+                                                         f"{path.name}."))
+    try:
+        (tmp / OWNER_FILE).write_text(_owner_line())
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                return False
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def _remove_stale_claims(out: Path) -> None:
+    """Delete the temporary folders of claims (``.tmp-PID@HOST@NAME.*``) that were killed before their rename, on
+    this host, by processes that no longer run."""
+    host = socket.gethostname()
+    for p in out.glob(f"{TEMP_PREFIX}*@*@*"):
+        pid, owner_host, _ = p.name[len(TEMP_PREFIX):].split("@", 2)
+        if owner_host != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except OSError:  # alive, but another user's
+            continue
+
+
+def lock_run_dir(run_dir: Path):
+    """Lock ``run_dir`` for this process (until it exits or the returned file is closed); a ValueError when another
+    process holds it. Without fcntl (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    f = open(Path(run_dir) / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise ValueError(f"run folder {run_dir} is in use by another process (it holds {LOCK_FILE}); "
+                         "wait for it to end") from None
+    return f
 
 
 def _move_aside(path: Path) -> Path:
@@ -78,9 +133,22 @@ def _refused(path: Path) -> ValueError:
                       "or start it again with --overwrite (which keeps the old folder as NAME.old-<time>)")
 
 
+def _check_output(output: Path) -> None:
+    """A ValueError when ``output`` cannot hold run folders: a file, or a folder (or the nearest existing parent of
+    one to be made) this process cannot write to."""
+    existing = output
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output folder {output} cannot be made: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {output} is not writable ({existing} does not let this user write to it)")
+
+
 def check_run_dir_free(output: str | Path, name: str | None, *, overwrite: bool = False) -> None:
-    """Refuse early (before the data and model are built) a ``name`` that `claim_run_dir` would refuse; the claim
-    itself, later, is what decides."""
+    """Refuse early (before the data and model are built) an output folder or a ``name`` that `claim_run_dir` would
+    refuse; the claim itself, later, is what decides."""
+    _check_output(Path(output))
     if name is None or overwrite:
         return
     path = Path(output) / name
@@ -89,30 +157,37 @@ def check_run_dir_free(output: str | Path, name: str | None, *, overwrite: bool 
 
 
 def claim_run_dir(output: str | Path, name: str | None, default: str, *, overwrite: bool = False,
-                  quiet: bool = False) -> Path:
-    """Create the folder of a new run under ``output``, atomically, so that no two runs ever share one.
+                  quiet: bool = False, files: dict[str, bytes] | None = None) -> Path:
+    """Create the folder of a new run under ``output``, atomically and with ``files`` ({name: bytes}) already in
+    it, so that no two runs ever share one.
 
     An explicit ``name`` whose folder exists and is not empty is refused (ValueError), unless ``overwrite``: then
     the old folder is renamed to ``NAME.old-<time>`` (kept whole, never deleted) and a fresh one created. Without
     a name, ``default`` is used, with the first free suffix -1, -2, ... when another run (another process started
     in the same second) holds it."""
     out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_output(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"output folder {out} cannot be made ({e.strerror})") from e
+    _remove_stale_claims(out)
+    files = files or {}
     if name is not None:
         path = out / name
-        if _claim(path):
+        if _claim(path, files):
             return path
         if not overwrite:
             raise _refused(path)
         aside = _move_aside(path)
         if not quiet:
             print(f"--overwrite: moved the old run folder {path} to {aside}", flush=True)
-        if not _claim(path):
+        if not _claim(path, files):
             raise ValueError(f"run folder {path} was taken by another run while moving the old one aside")
         return path
     for k in range(10000):
         path = out / (default if k == 0 else f"{default}-{k}")
-        if _claim(path):
+        if _claim(path, files):
             return path
     raise FileExistsError(f"no free run folder name {default}-N under {out}")
 
@@ -122,20 +197,35 @@ def _write_yaml(path: Path, data: dict) -> None:
     atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False).encode())
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, extra: dict) -> None:
-    """config.yaml: the fields of ``cfg`` and ``extra`` (figures of the run: world size, resolved lr, ...)."""
+def config_yaml(cfg: TrainConfig, extra: dict) -> bytes:
+    """The text of config.yaml: the fields of ``cfg`` and ``extra`` (figures of the run: world size, lr, ...)."""
+    yaml = require("yaml", "the run folder's config.yaml")
     data = {**dataclasses.asdict(cfg), **extra}
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
-    _write_yaml(run_dir / "config.yaml", data)
+    return yaml.safe_dump(data, sort_keys=False).encode()
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, extra: dict) -> None:
+    """config.yaml (`config_yaml`), replaced whole."""
+    atomic_write_bytes(Path(run_dir) / "config.yaml", config_yaml(cfg, extra))
 
 
 def read_config(run_dir: Path) -> dict:
-    """The run folder's config.yaml, as written by `write_config`."""
+    """The run folder's config.yaml, as written by `write_config`; a CheckpointError when it is missing or damaged."""
     yaml = require("yaml", "the run folder's config.yaml")
     path = Path(run_dir) / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
     if not path.is_file():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
-    return yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text(errors="replace"))
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        raise CheckpointError(f"{path} is damaged (not YAML{f' at line {where.line + 1}' if where else ''})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+        raise CheckpointError(f"{path} is damaged (it does not hold a run's settings)")
+    return data
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
@@ -143,19 +233,18 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     _write_yaml(run_dir / "summary.yaml", summary)
 
 
-def append_metrics(run_dir: Path, row: dict) -> None:
-    """One row; the columns are METRIC_FIELDS then any other key of the first row (e.g. COCO metrics)."""
-    path = run_dir / "metrics.csv"
-    new = not path.exists()
-    fields = list(METRIC_FIELDS) + [k for k in row if k not in METRIC_FIELDS]
-    if not new:
-        with open(path, newline="") as f:
-            fields = next(csv.reader(f), None) or fields
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in fields})
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    """metrics.csv, replaced whole: a row per epoch; the columns are METRIC_FIELDS, then any other key of the rows
+    (e.g. COCO metrics) in the order they first appear."""
+    fields = list(METRIC_FIELDS)
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in fields})
+    atomic_write_bytes(Path(run_dir) / "metrics.csv", text.getvalue().encode())
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -165,16 +254,6 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         return []
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def truncate_metrics(run_dir: Path, upto_epoch: int) -> None:
-    """Drop rows of epochs the resumed run will repeat."""
-    rows = [r for r in read_metrics(run_dir) if int(r["epoch"]) < upto_epoch]
-    path = run_dir / "metrics.csv"
-    if path.exists():
-        path.unlink()
-    for r in rows:
-        append_metrics(run_dir, r)
 
 
 def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "", acc_label: str = "top-1 accuracy",
@@ -201,10 +280,17 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "", 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = Path(path).with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=110, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def open_tensorboard(run_dir: Path, purge_step: int | None):

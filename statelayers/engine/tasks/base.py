@@ -17,7 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..runtime import Dist
 
-__all__ = ["Task", "TaskData", "call_model", "refuse_options"]
+__all__ = ["Task", "TaskData", "call_model", "model_input_kind", "refuse_options"]
+
+# the modules of statelayers whose registered timm models take sequences (keyword tensors x / tokens), not images
+SEQUENCE_MODEL_MODULES = ("statelayers.models.s7_seq",)
 
 
 class TaskData(NamedTuple):
@@ -40,6 +43,19 @@ def refuse_options(cfg, names: tuple[str, ...], why: str) -> None:
     unusable = [name for name in names if getattr(cfg, name)]
     if unusable:
         raise ValueError(f"{', '.join(unusable)} {why}")
+
+
+def model_input_kind(name: str) -> str | None:
+    """"sequence" for the sequence classifiers of `statelayers.models.s7_seq` (S7, S5, GRU), "image" for any other
+    timm model (ours are registered on import), None for a name timm does not know."""
+    import timm
+
+    from ... import models  # noqa: F401  (registers the models with timm)
+
+    if not isinstance(name, str) or not timm.is_model(name):
+        return None
+    module = getattr(timm.models.model_entrypoint(name), "__module__", "")
+    return "sequence" if module in SEQUENCE_MODEL_MODULES else "image"
 
 
 class Task(ABC):
