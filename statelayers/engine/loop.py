@@ -29,7 +29,6 @@ from torch.utils.data import DataLoader, Dataset
 from .._extras import require
 from ..checkpoint import (
     CheckpointError,
-    latest_checkpoint,
     load_weights,
     point_last_at,
     remove_temporaries,
@@ -190,12 +189,9 @@ def _resume_point(cfg: TrainConfig, d: Dist) -> tuple[TrainConfig, tuple[Path, d
     if d.main:
         for note in notes:
             print(f"warning: {note}", file=sys.stderr, flush=True)
-        try:
-            named = latest_checkpoint(run_dir / "checkpoints")
-        except CheckpointError:  # LAST names a folder that is gone
-            named = None
-        if named != ckpt:  # LAST names what this run continues from; pruning never removes it
-            point_last_at(ckpt)
+        # LAST names what this run continues from, and the checkpoints beyond the kept ones go (a run killed
+        # between moving LAST and deleting the oldest left one too many); pruning never removes `ckpt`
+        point_last_at(ckpt)
     return cfg, (ckpt, state)
 
 
