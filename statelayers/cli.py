@@ -443,6 +443,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# statelayers export
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of an image classifier (statelayers train)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (new, or empty): config.json, "
+                   "model.safetensors, README.md")
+    p.add_argument("--weights", default="best", choices=("best", "last", "last-ema"),
+                   help="best.safetensors (default), or the last checkpoint's model / EMA weights")
+    p.add_argument("--repo-id", default=None, metavar="USER/REPO",
+                   help="the Hugging Face repository the model card's example loads from (default: the folder)")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a trained image classifier as timm's hub folder (what timm.models.push_to_hf_hub uploads):
+    config.json, model.safetensors and a model card with the run's metrics, recipe and command.
+    timm.create_model("local-dir:OUT_DIR", pretrained=True) loads it after `import statelayers`."""
+
+    def run() -> int:
+        from .tools.export import export_run
+
+        out = export_run(args.run_dir, args.out_dir, weights=args.weights, repo_id=args.repo_id)
+        print(f"wrote {out}: load it with timm.create_model(\"local-dir:{out}\", pretrained=True) "
+              "after `import statelayers`")
+        return 0
+
+    return _run_user_errors(run)
+
+
+# ---------------------------------------------------------------------------------------------
 # statelayers cam / make-coco-demo
 
 
@@ -535,6 +565,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("profile", "params and GMACs of a model, or a paper table beside ours", _args_profile, cmd_profile),
     Command("train", "train a model with a named recipe (torchrun for many processes)", _args_train, cmd_train),
     Command("eval", "evaluate a checkpoint on a dataset", _args_eval, cmd_eval),
+    Command("export", "write a trained classifier as timm's hub folder (config.json, weights, model card)",
+            _args_export, cmd_export),
     Command("demo", "vanilla vs S6LA small ResNet, same recipe and budget, side by side", _args_demo, cmd_demo),
     Command("cam", "Score-CAM / Grad-CAM of the last stage, models side by side", _args_cam, cmd_cam),
     Command("make-coco-demo", "write a small COCO-format detection set from real images", _args_make_coco_demo,

@@ -51,29 +51,43 @@ def images(b=2, size=32, seed=1):
 
 # -- counts (design note §6) ----------------------------------------------------------------------
 
-S6LA_COUNTS = {"tiny": 6_057_640, "small": 22_952_296, "base": 89_255_656}
+# the default class-token head: 11 units (the last block's could never change the output, so it is not built)
+S6LA_COUNTS = {"tiny": 6_029_800, "small": 22_878_184, "base": 89_033_704}
+# a unit after every block, as the paper counts (built when the head reads the patch tokens: global_pool="avg")
+S6LA_COUNTS_12_UNITS = {"tiny": 6_057_640, "small": 22_952_296, "base": 89_255_656}
 MRLA_COUNTS = {"tiny": 5_749_792, "small": 22_115_296, "base": 86_696_800}
+WIDTH = {"tiny": 192, "small": 384, "base": 768}
+
+
+def unit_numel(d, n=32):
+    """A_log, W_B and W_C (D×N each), the rank-ceil(D/8) Δ projection and its bias."""
+    return 3 * d * n + 2 * d * -(-d // 8) + d
 
 
 @pytest.mark.parametrize("size", ["tiny", "small", "base"])
 def test_exact_parameter_counts(size):
     assert meta_numel(f"s6la_deit_{size}_patch16_224") == S6LA_COUNTS[size]
+    assert meta_numel(f"s6la_deit_{size}_patch16_224", global_pool="avg") == S6LA_COUNTS_12_UNITS[size]
+    assert S6LA_COUNTS_12_UNITS[size] - S6LA_COUNTS[size] == unit_numel(WIDTH[size])
     assert meta_numel(f"mrla_deit_{size}_patch16_224") == MRLA_COUNTS[size]
 
 
 def test_meta_count_equals_real_count():
-    assert numel(timm.create_model("s6la_deit_tiny_patch16_224")) == S6LA_COUNTS["tiny"]
+    m = timm.create_model("s6la_deit_tiny_patch16_224")
+    assert numel(m) == S6LA_COUNTS["tiny"] and len(m.s6la) == 11
+    assert len(timm.create_model("s6la_deit_tiny_patch16_224", global_pool="avg").s6la) == 12
 
 
 @pytest.mark.parametrize("kw, paper_m", [(dict(d_state=16), 5.9), (dict(d_state=64), 6.3), (dict(fuse="concat"), 6.1)])
 def test_tiny_ablation_counts_match_paper(kw, paper_m):
-    assert abs(meta_numel("s6la_deit_tiny_patch16_224", **kw) / 1e6 - paper_m) < 0.05
+    # the paper counts a unit after every block: the model with a head that reads the patch tokens
+    assert abs(meta_numel("s6la_deit_tiny_patch16_224", global_pool="avg", **kw) / 1e6 - paper_m) < 0.05
 
 
 def test_added_params_formula():
     vanilla = meta_numel("deit_tiny_patch16_224")
-    d, n, r = 192, 32, 24
-    assert S6LA_COUNTS["tiny"] - vanilla == 12 * (3 * d * n + 2 * d * r + d) + d * n
+    d, n = 192, 32
+    assert S6LA_COUNTS["tiny"] - vanilla == 11 * unit_numel(d, n) + d * n
 
 
 # -- forward ----------------------------------------------------------------------------------------
@@ -102,8 +116,11 @@ def reference_forward(m, x):
     t = m._pos_embed(t)
     b = x.shape[0]
     h = m.h0.expand(b, -1, -1)
-    for block, unit in zip(m.blocks, m.s6la):
+    for i, block in enumerate(m.blocks):
         t = block(t)
+        if i == len(m.blocks) - 1 and m.global_pool == "token":
+            break  # no unit after the last block: the class-token head would not see it
+        unit = m.s6la[i]
         c = t[:, 0]
         p = unit.ssm
         u = c / torch.sqrt((c * c).mean(-1, keepdim=True) + 1e-6)  # c̃: Δ, B and the input all use it
@@ -259,20 +276,21 @@ def test_gradients_reach_state_parameters():
                  "s6la.0.ssm.dt_down.weight", "s6la.0.ssm.wB.weight", "s6la.0.wC.weight", "s6la.10.wC.weight"]:
         g = m.get_parameter(name).grad
         assert g is not None and g.abs().sum() > 0, name
-    # the last block's read only changes patch tokens, which the class-token head never sees: that
-    # unit is frozen (kept for the paper's counts), so DDP and optimizers don't wait for its gradients
-    assert all(not p.requires_grad and p.grad is None for p in m.s6la[11].parameters())
-    assert all(p.requires_grad for p in m.s6la[10].parameters())
+    # a unit after the last block would only change patch tokens, which the class-token head never sees:
+    # none is built, and every parameter the model has gets a gradient
+    assert len(m.s6la) == 11
+    assert [n for n, p in m.named_parameters() if p.grad is None or not p.grad.any()] == []
     m = small(global_pool="avg").train()
     F.cross_entropy(m(images()), torch.tensor([1, 2])).backward()
-    assert m.s6la[11].wC.weight.grad.abs().sum() > 0 and m.s6la[11].ssm.wB.weight.grad.abs().sum() > 0
+    assert len(m.s6la) == 12
+    assert [n for n, p in m.named_parameters() if p.grad is None or not p.grad.any()] == []
 
 
 def test_no_weight_decay_names_exist():
     m = small()
     names = m.no_weight_decay()
     params = dict(m.named_parameters())
-    for n in ["h0", "pos_embed", "cls_token", "s6la.0.ssm.A_log", "s6la.11.ssm.dt_up.bias"]:
+    for n in ["h0", "pos_embed", "cls_token", "s6la.0.ssm.A_log", "s6la.10.ssm.dt_up.bias"]:
         assert n in names and n in params
     assert "s6la.3.ssm.dt_bias" in small(selective=False).no_weight_decay()
     groups = timm.optim.create_optimizer_v2(m, "adamw", lr=1e-3, weight_decay=0.05).param_groups
@@ -409,7 +427,6 @@ def _trained_on_digits(**kw):
     m = timm.create_model("s6la_deit_tiny_patch16_224", img_size=8, patch_size=2, in_chans=1, num_classes=10,
                           embed_dim=64, depth=4, num_heads=2, **kw)
     held_out = x[perm[1400:1600]]
-    d0 = [r["delta_mean"] for r in m.eval().state_diagnostics(held_out)]
     opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=0.05)
     m.train()
     for _ in range(2):
@@ -419,20 +436,23 @@ def _trained_on_digits(**kw):
             F.cross_entropy(m(x[idx]), y[idx]).backward()
             opt.step()
     rows = m.eval().state_diagnostics(held_out)
-    share = sorted(r["inject_over_decay"] for r in rows)[len(rows) // 2]
-    delta_moved = sorted(abs(r["delta_mean"] - a) / a for r, a in zip(rows, d0))[len(rows) // 2]
-    return share, delta_moved
+    return min(r["inject_over_decay"] for r in rows)
 
 
 def test_token_content_reaches_the_state_after_training():
     """Issue item 7 on real data: with the defaults the summary token's input term stays comparable to the decayed
-    state (measured 1.4–1.7 here; 1.0–1.5 on Fashion-MNIST, BENCHMARKS.md) and Δ moves; with Mamba's Δ range on the
-    raw token the state is mostly a decayed h0 (0.19–0.21 here) and the margin catches it."""
-    share, delta_moved = _trained_on_digits()
-    assert share > 0.5, share
-    assert delta_moved > 0.02, delta_moved
-    collapsed, _ = _trained_on_digits(dt_min=1e-3, dt_max=1e-1, c_norm="none")
-    assert collapsed < 0.5, collapsed
+    state in every unit (smallest ratio 0.58 / 1.67 / 0.68 for seeds 0 / 1 / 2; 1.0–1.5 on Fashion-MNIST,
+    BENCHMARKS.md); with Mamba's Δ range on the raw token some unit's state is mostly a decayed h0 (smallest ratio
+    0.21 / 0.05 / 0.08), and the margin catches it. The smallest unit, not the median: with three units the median
+    is set by whichever unit the seed favours (0.86–2.04 with the defaults against 0.12–0.92 without).
+
+    No assertion on how far the mean Δ moves: on held-out images it moves as much (0.4–3.7 % over these two epochs,
+    seeds 0 and 1) with the Δ projections frozen as with them trained, so it cannot show that Δ learns. That
+    gradients reach every Δ parameter is `test_gradients_reach_state_parameters`."""
+    share = _trained_on_digits()
+    assert share > 0.4, share
+    collapsed = _trained_on_digits(dt_min=1e-3, dt_max=1e-1, c_norm="none")
+    assert collapsed < 0.4, collapsed
 
 
 def test_mrla_gradients_and_compile():

@@ -14,9 +14,12 @@ reference tests) keeps float64. Two helpers apply the rule:
 
 from __future__ import annotations
 
-import torch
+import contextlib
 
-__all__ = ["state_float", "state_like"]
+import torch
+import torch.fx
+
+__all__ = ["state_float", "state_like", "without_autocast"]
 
 
 def state_float(t: torch.Tensor) -> torch.Tensor:
@@ -27,3 +30,15 @@ def state_float(t: torch.Tensor) -> torch.Tensor:
 def state_like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """`t` in the real dtype matching the state `x` (float32, or float64 for float64/complex128 states)."""
     return t.to(torch.float64 if x.dtype in (torch.float64, torch.complex128) else torch.float32)
+
+
+def without_autocast(t: torch.Tensor):
+    """The context the state arithmetic runs in: autocast switched off on `t`'s device, so that a bf16/fp16
+    autocast region does not take the matrix products of Δ and B back to half precision.
+
+    Under `torch.fx` symbolic tracing (`t` a Proxy) no context: a graph records operations, not context managers.
+    The explicit `state_float` casts stay in the graph, so a traced model computes the state in float32 unless it
+    is run under autocast, where its Δ and B products would follow autocast."""
+    if isinstance(t, torch.fx.Proxy):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=t.device.type, enabled=False)

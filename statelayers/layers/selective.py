@@ -22,11 +22,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .init import mamba_dt_bias, s4d_real_a_log
-from .precision import state_float
+from .precision import state_float, without_autocast
 
 # s4d_real_a_log, mamba_dt_bias and state_float are defined in init.py and precision.py; they stay listed here
 # because this module is also the old import path `statelayers.ssm` (statelayers._compat), star imports included
@@ -34,6 +35,10 @@ __all__ = [
     "s4d_real_a_log", "mamba_dt_bias", "SelectiveParams", "StepTerms", "ssm_step", "state_float",
     "conv_state_update", "token_state_update", "RMS_EPS",
 ]
+
+# the precision follows the input's dtype, which torch.fx symbolic tracing does not know: a traced graph calls
+# state_float as one step, which picks the dtype when the graph runs
+torch.fx.wrap("state_float")
 
 RMS_EPS = 1e-6  # the epsilon of S6LA's RMS normalisation of the state input (the fused kernels take the same)
 
@@ -58,7 +63,7 @@ def ssm_step(h: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, b: torch.Ten
     are state-sized: `delta*b` is formed first and the input term is fused into one addcmul, so
     the step makes two passes over state-sized memory.
     """
-    with torch.autocast(device_type=h.device.type, enabled=False):
+    with without_autocast(h):
         delta = state_float(delta)
         decay = torch.exp(delta * state_float(A)) * state_float(h)
         return StepTerms(torch.addcmul(decay, delta * state_float(b), state_float(u)), decay, delta)
@@ -143,7 +148,7 @@ class SelectiveParams(nn.Module):
             return delta, state_float(self.B).repeat(z.shape[0], 1)
         # in state precision also under autocast: these are (batch, d_in) matrix-vector products, whose cost
         # is nothing next to the precision of Δ, which sets the decay exp(ΔA) (the fused kernels do the same)
-        with torch.autocast(device_type=z.device.type, enabled=False):
+        with without_autocast(z):
             z = state_float(z)
             x = z if self.dt_down is None else F.linear(z, state_float(self.dt_down.weight))
             delta = F.softplus(F.linear(x, state_float(self.dt_up.weight), state_float(self.dt_up.bias)))

@@ -12,18 +12,23 @@ stage norms) stays with each model.
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg
 
 from ..checkpoint import load_into_larger_model
-from ..layers.precision import state_float
-from ._state_init import check_h0_mode, learned_h0, start_state
+from ..layers.precision import state_float, without_autocast
+from ._features import feature_cfg
+from ._state_init import S6LA_PAPER, check_h0_mode, learned_h0, start_state
 from ._token_state import TOKEN_DT_RANGE, TokenStateUnit, record_state_terms, zero_readouts
 
-__all__ = ["HierarchicalS6LA", "TRANSITIONS", "build_hier"]
+__all__ = ["HierarchicalS6LA", "TRANSITIONS", "build_hier", "hier_cfg"]
 
 TRANSITIONS = ("linear", "reset")
+
+torch.fx.wrap("state_float")  # one call in a traced graph: the precision follows a dtype known only when it runs
 
 
 class HierarchicalS6LA:
@@ -141,7 +146,7 @@ class HierarchicalS6LA:
         if self.transition == "reset":
             param = self.s6la_h0[s - 1] if self.s6la_h0 is not None else None
             return self._fresh_state(param, x, self.s6la_dims[s])
-        with torch.autocast(device_type=h.device.type, enabled=False):
+        with without_autocast(h):
             w = state_float(self.s6la_proj[s - 1].weight)
             return F.linear(h.transpose(1, 2), w).transpose(1, 2)
 
@@ -201,8 +206,19 @@ class HierarchicalS6LA:
 def build_hier(cls: type, variant: str, pretrained: bool, filter_fn, n_stages: int, **kwargs) -> nn.Module:
     """timm's builder with the feature API routed through `forward_intermediates` (the getter):
     timm's default stage-by-stage feature rewrite cannot thread a state."""
-    out_indices = kwargs.pop("out_indices", tuple(range(n_stages)))
+    defaults = dict(feature_cls="getter", out_indices=kwargs.pop("out_indices", tuple(range(n_stages))))
     return build_model_with_cfg(
         cls, variant, pretrained, pretrained_filter_fn=filter_fn,
-        feature_cfg=dict(feature_cls="getter", out_indices=out_indices), **kwargs,
+        feature_cfg=feature_cfg(defaults, kwargs.pop("feature_cfg", None)), **kwargs,
     )
+
+
+def hier_cfg(**kwargs) -> dict:
+    """timm pretrained-cfg of an ImageNet Swin / PVTv2 with S6LA (the values of timm's own Swin and PVTv2 cfgs; no
+    weights are published: `url` is empty). Each family adds its classifier and whether its input size is fixed."""
+    cfg = dict(
+        url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.9,
+        interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+        first_conv="patch_embed.proj", license="apache-2.0", **S6LA_PAPER,
+    )
+    return {**cfg, **kwargs}

@@ -14,15 +14,15 @@ average-pooled where a block halves the resolution. Subclasses say how the state
 from __future__ import annotations
 
 import torch
+import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models._builder import build_model_with_cfg
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
+from timm.models import build_model_with_cfg, checkpoint_seq
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch.utils.checkpoint import checkpoint
 
 from ..checkpoint import load_into_larger_model
+from ._features import feature_cfg, feature_indices
 from ._inputs import check_image_input
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "block_shortcut",
     "block_output",
     "follow_resolution",
+    "symbolic",
     "to_small_image_stem",
     "StagedResNet",
     "StatefulResNet",
@@ -55,11 +56,12 @@ SMALL_CHANNELS = (16, 32, 64)
 
 
 def imagenet_cfg(**kwargs) -> dict:
-    """timm pretrained-cfg of an ImageNet ResNet (no weights are published: `url` is empty)."""
+    """timm pretrained-cfg of an ImageNet ResNet (no weights are published: `url` is empty). The families add
+    their paper (`paper_ids`, `paper_name`); the license is this package's."""
     cfg = dict(
         url="", num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
         interpolation="bilinear", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        first_conv="conv1", classifier="fc",
+        first_conv="conv1", classifier="fc", license="apache-2.0",
     )
     return {**cfg, **kwargs}
 
@@ -71,10 +73,13 @@ def small_cfg(**kwargs) -> dict:
 
 def build_resnet(cls: type, variant: str, pretrained: bool, **kwargs) -> nn.Module:
     """timm's builder with the feature API routed through `forward_intermediates`
-    (the stage-by-stage rewrite timm uses by default cannot thread a state)."""
+    (the stage-by-stage rewrite timm uses by default cannot thread a state); a caller's
+    `feature_cfg=dict(feature_cls="fx")` gets its torch.fx graph (`_features.py`)."""
     n_features = 4 if "cifar_" in variant else 5
-    feature_cfg = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
-    return build_model_with_cfg(cls, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+    defaults = dict(feature_cls="getter", out_indices=tuple(range(n_features)))
+    return build_model_with_cfg(
+        cls, variant, pretrained, feature_cfg=feature_cfg(defaults, kwargs.pop("feature_cfg", None)), **kwargs
+    )
 
 
 def residual_branch(
@@ -122,7 +127,8 @@ def conv_on_concat(conv: nn.Conv2d, x: torch.Tensor, h: torch.Tensor) -> torch.T
     c = x.shape[1]
     w = conv.weight
     out = conv._conv_forward(x, w[:, :c], conv.bias)
-    if _is_pointwise(conv) and out.shape[-2:] == h.shape[-2:]:
+    # (under torch.fx tracing the sizes are unknown; a stride-1 pointwise conv keeps them, and h has x's)
+    if _is_pointwise(conv) and (symbolic(out) or out.shape[-2:] == h.shape[-2:]):
         fused = _accumulate_pointwise(out, h.to(out.dtype), w[:, c:].flatten(1).to(out.dtype))
         if fused is not None:
             return fused
@@ -140,6 +146,11 @@ def _accumulate_pointwise(out: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -
     """`out + conv1x1(h, w)` as one GEMM that accumulates into `out` (in place when no gradient is
     recorded); None when `out` has neither the NCHW nor the channels_last layout."""
     b, p, hh, ww = out.shape
+    if symbolic(out):
+        # torch.fx tracing: a graph cannot branch on the layout, nor keep the grad mode it was traced in. It takes
+        # the NCHW arithmetic out of place (reshape: a channels_last input is copied), so it gives eager's values
+        acc = torch.baddbmm(out.reshape(b, p, hh * ww), w.expand(b, -1, -1), h.reshape(b, h.shape[1], hh * ww))
+        return acc.view(b, p, hh, ww)
     inplace = not torch.is_grad_enabled()
     if out.is_contiguous():
         # per sample: out[p, hw] += w[p, n] @ h[n, hw]
@@ -170,6 +181,8 @@ def block_act(block: nn.Module) -> nn.Module:
 def block_output(block: nn.Module, x: torch.Tensor, out: torch.Tensor, u: torch.Tensor | None) -> torch.Tensor:
     """`act(out + shortcut(x))`, the block's output from its residual-branch output `out`."""
     shortcut = block_shortcut(block, x)
+    if symbolic(out):  # torch.fx tracing: out of place, whatever the grad mode the graph was traced in
+        return block_act(block)(out + shortcut)
     if u is None or not torch.is_grad_enabled():
         out += shortcut  # as timm's blocks do; with autograd on, `out` is saved by the projection u
     else:
@@ -177,14 +190,30 @@ def block_output(block: nn.Module, x: torch.Tensor, out: torch.Tensor, u: torch.
     return block_act(block)(out)
 
 
+def symbolic(t) -> bool:
+    """Is `t` a `torch.fx` Proxy, i.e. is the model being symbolically traced? Code that branches on a tensor's
+    layout or on the grad mode takes one fixed path then: a traced graph cannot branch when it runs."""
+    return isinstance(t, torch.fx.Proxy)
+
+
 def follow_resolution(h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The state average-pooled to the features' resolution where a block halved it."""
-    if h.shape[-2:] != x.shape[-2:]:
+    """The state average-pooled to the features' resolution where a block halved it.
+
+    Registered with `torch.fx.wrap` (below): under symbolic tracing the sizes are unknown, so a traced graph
+    calls this function as one step and the comparison runs on the real tensors."""
+    # sides compared one by one and shapes printed as lists: TorchScript compiles this function where a scripted
+    # FX graph calls it, and it has no tuple() of a size
+    if h.shape[-1] != x.shape[-1] or h.shape[-2] != x.shape[-2]:
         # ceil mode so that odd sizes follow the strided conv (57 -> 29)
         h = F.avg_pool2d(h, 2, 2, ceil_mode=True, count_include_pad=False)
-        if h.shape[-2:] != x.shape[-2:]:
-            raise RuntimeError(f"state {tuple(h.shape)} cannot follow features {tuple(x.shape)}")
+        if h.shape[-1] != x.shape[-1] or h.shape[-2] != x.shape[-2]:
+            raise RuntimeError(f"state {list(h.shape)} cannot follow features {list(x.shape)}")
     return h
+
+
+# one call each in a torch.fx graph (see `_inputs.py`): both branch on sizes that tracing does not know
+torch.fx.wrap("check_image_input")
+torch.fx.wrap("follow_resolution")
 
 
 def to_small_image_stem(model: ResNet, in_chans: int) -> None:
@@ -267,7 +296,7 @@ class StagedResNet(ResNet):
         """timm's feature API: stem output (index 0) and the stage outputs (1..)."""
         if output_fmt != "NCHW":
             raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        take, max_index = feature_indices(len(self.stage_names) + 1, indices)
         x = self.stem_features(x)
         intermediates = [x] if 0 in take else []
         x = self.maxpool(x)
@@ -281,7 +310,7 @@ class StagedResNet(ResNet):
         return self.finish_features(x, carry), intermediates
 
     def prune_intermediate_layers(self, indices=1, prune_norm: bool = False, prune_head: bool = True):
-        take, max_index = feature_take_indices(len(self.stage_names) + 1, indices)
+        take, max_index = feature_indices(len(self.stage_names) + 1, indices)
         for n in self.stage_names[max_index:]:
             setattr(self, n, nn.Sequential())
         if max_index == 0:
@@ -344,6 +373,8 @@ class StatefulResNet(StagedResNet):
 
     def initial_carry(self, x: torch.Tensor) -> torch.Tensor:
         h = self.initial_state(x)
+        if symbolic(x):
+            return h
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             # a channels_last model gets a channels_last state: the update's element-wise ops then read `u`
             # and `h` in one layout, and the widened conv's h-part GEMM reads `h` without a copy

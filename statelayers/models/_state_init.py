@@ -6,6 +6,7 @@
     "zeros"    zeros
 
 The families differ only in the state's shape: `(B, N, H, W)` for the ResNets, `(B, D, N)` for the tokens.
+`S6LA_PAPER` is what their pretrained cfgs say about the paper they implement.
 """
 
 from __future__ import annotations
@@ -13,13 +14,22 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.fx
 import torch.nn as nn
 
 from ..layers.precision import state_float
 
-__all__ = ["H0_MODES", "check_h0_mode", "learned_h0", "start_state"]
+__all__ = ["H0_MODES", "S6LA_PAPER", "check_h0_mode", "learned_h0", "start_state"]
+
+# the pretrained-cfg fields naming the paper, as timm's cfgs name theirs (`paper_ids`, `paper_name`)
+S6LA_PAPER = dict(
+    paper_ids="arXiv:2502.10463",
+    paper_name="From Layers to States: A State Space Model Perspective to Deep Neural Network Layer Dynamics",
+)
 
 H0_MODES = ("learned", "random", "zeros")
+
+torch.fx.wrap("state_float")  # one call in a traced graph: the precision follows a dtype known only when it runs
 
 
 def check_h0_mode(h0: str) -> None:

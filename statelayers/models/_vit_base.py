@@ -12,17 +12,20 @@ from functools import partial
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import build_model_with_cfg
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint
+from timm.models import build_model_with_cfg, checkpoint
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from ..checkpoint import load_into_larger_model
+from ._features import feature_cfg, feature_indices
 from ._inputs import check_image_input
 
 __all__ = ["BlockLoopViT", "DEIT_ARCHS", "build_vit", "deit_cfg"]
+
+# one call in a torch.fx graph, run on the real image when the graph runs (see `_inputs.py`)
+torch.fx.wrap("check_image_input")
 
 DEIT_ARCHS = {
     "tiny": dict(embed_dim=192, depth=12, num_heads=3),
@@ -32,22 +35,23 @@ DEIT_ARCHS = {
 
 
 def deit_cfg(**kwargs) -> dict:
-    """timm pretrained-cfg of an ImageNet DeiT (no weights are published: `url` is empty)."""
+    """timm pretrained-cfg of an ImageNet DeiT (no weights are published: `url` is empty). As timm's own ViT and
+    DeiT cfgs: `pool_size` None, since `forward_features` returns tokens (B, 1 + H·W, D), not a feature map."""
     cfg = dict(
         url="", num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=0.875,
         interpolation="bicubic", fixed_input_size=True, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
-        first_conv="patch_embed.proj", classifier="head",
+        first_conv="patch_embed.proj", classifier="head", license="apache-2.0",
     )
     return {**cfg, **kwargs}
 
 
 def build_vit(cls: type, variant: str, pretrained: bool = False, **kwargs) -> nn.Module:
     """`build_model_with_cfg` as timm's `_create_vision_transformer` calls it (features via the getter)."""
-    out_indices = kwargs.pop("out_indices", 3)
+    defaults = dict(out_indices=kwargs.pop("out_indices", 3), feature_cls="getter")
     return build_model_with_cfg(
         cls, variant, pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=out_indices, feature_cls="getter"),
+        feature_cfg=feature_cfg(defaults, kwargs.pop("feature_cfg", None)),
         **kwargs,
     )
 
@@ -71,20 +75,19 @@ class BlockLoopViT(VisionTransformer):
         return block(x, **kw)
 
     def check_input(self, x: Any) -> None:
-        name = type(self).__name__
-        patch = self.patch_embed.patch_size
-        check_image_input(x, self.patch_embed.proj.in_channels, max(patch), name)
-        strict = getattr(self.patch_embed, "strict_img_size", False) and not self.dynamic_img_size
-        if strict and tuple(x.shape[-2:]) != tuple(self.patch_embed.img_size):
-            h, w = self.patch_embed.img_size
-            raise ValueError(
-                f"{name} was built for {h}x{w} px images but got {x.shape[-2]}x{x.shape[-1]}; "
-                f"create it with img_size={tuple(x.shape[-2:])} or dynamic_img_size=True"
-            )
+        pe = self.patch_embed
+        strict = getattr(pe, "strict_img_size", False) and not self.dynamic_img_size
+        fixed = tuple(pe.img_size) if strict else None
+        check_image_input(x, pe.proj.in_channels, max(pe.patch_size), type(self).__name__, img_size=fixed)
+
+    def token_grid(self, x: torch.Tensor) -> tuple[int, int]:
+        """The patch grid of the image batch `x`. Its sides are read one by one, not as `tuple(x.shape[-2:])`:
+        under torch.fx tracing the shape is a Proxy, which can be indexed but not iterated."""
+        return self.patch_embed.dynamic_feat_size((x.shape[-2], x.shape[-1]))
 
     def embed_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         self.check_input(x)
-        grid = self.patch_embed.dynamic_feat_size(tuple(x.shape[-2:]))
+        grid = self.token_grid(x)
         x = self.patch_embed(x)
         x = self._pos_embed(x)
         x = self.patch_drop(x)
@@ -135,10 +138,10 @@ class BlockLoopViT(VisionTransformer):
         """timm's feature API (same arguments and outputs as `VisionTransformer.forward_intermediates`)."""
         if output_fmt not in ("NCHW", "NLC"):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        take_indices, max_index = feature_indices(len(self.blocks), indices)
         self.check_input(x)
         b = x.shape[0]
-        hh, ww = self.patch_embed.dynamic_feat_size(tuple(x.shape[-2:]))
+        hh, ww = self.token_grid(x)
         x, _, inter = self.run_blocks(
             x, take_indices, max_index if stop_early else None, norm, attn_mask=attn_mask, is_causal=is_causal
         )

@@ -22,7 +22,7 @@ from timm.layers import LayerNorm
 from timm.models import generate_default_cfgs, register_model
 from timm.models.vision_transformer import Block
 
-from ._mrla_base import eca_kernel_size
+from ._mrla_base import MRLA_PAPER, eca_kernel_size
 from ._vit_base import DEIT_ARCHS, BlockLoopViT, build_vit, deit_cfg
 
 __all__ = ["MRLAVisionTransformer", "MRLALightTokens", "MRLALightBlock"]
@@ -107,7 +107,7 @@ class MRLAVisionTransformer(BlockLoopViT):
         return self._call_block(block, x, grid=tuple(grid), num_prefix_tokens=self.num_prefix_tokens, **kw), carry
 
 
-default_cfgs = generate_default_cfgs({f"mrla_deit_{s}_patch16_224": deit_cfg() for s in DEIT_ARCHS})
+default_cfgs = generate_default_cfgs({f"mrla_deit_{s}_patch16_224": deit_cfg(**MRLA_PAPER) for s in DEIT_ARCHS})
 
 
 def _create(size: str, pretrained: bool, **kwargs) -> MRLAVisionTransformer:

@@ -37,7 +37,7 @@ from timm.layers import DropPath
 from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck
 
-from ._mrla_base import eca_kernel_size
+from ._mrla_base import MRLA_PAPER, eca_kernel_size
 from ._resnet_base import (
     ARCHS,
     StagedResNet,
@@ -176,8 +176,8 @@ class MRLAResNet(StagedResNet):
 
 default_cfgs = generate_default_cfgs(
     {
-        **{f"mrla_resnet{d}": imagenet_cfg() for d in (50, 101, 152)},
-        **{f"mrla_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
+        **{f"mrla_resnet{d}": imagenet_cfg(**MRLA_PAPER) for d in (50, 101, 152)},
+        **{f"mrla_cifar_resnet{d}": small_cfg(**MRLA_PAPER) for d in (20, 56, 110)},
     }
 )
 

@@ -81,10 +81,15 @@ class RLAResNet(StatefulResNet):
 
 
 
+RLA_PAPER = dict(
+    paper_ids="arXiv:2110.11852",
+    paper_name="Recurrence along Depth: Deep Convolutional Neural Networks with Recurrent Layer Aggregation",
+)
+
 default_cfgs = generate_default_cfgs(
     {
-        **{f"rla_resnet{d}": imagenet_cfg() for d in (50, 101, 152)},
-        **{f"rla_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
+        **{f"rla_resnet{d}": imagenet_cfg(**RLA_PAPER) for d in (50, 101, 152)},
+        **{f"rla_cifar_resnet{d}": small_cfg(**RLA_PAPER) for d in (20, 56, 110)},
     }
 )
 

@@ -6,7 +6,9 @@ A state `h ∈ (B, D, N)` runs alongside the tokens. After every timm `Block`:
     h   = TokenStateUnit.update(h, c)     h = exp(ΔA) ⊙ h + (Δ ⊙ c̃) ⊗ B
     X_p = TokenStateUnit.read(X_p, h)     X_p + (X_p W_Cᵀ) hᵀ for the patch tokens only
 
-Prefix tokens (class, distillation, registers) pass through the read untouched. The model is a
+Prefix tokens (class, distillation, registers) pass through the read untouched, so with the class-token head
+(`global_pool="token"`, DeiT's) the last block's unit could never change the output: it is not built, and the
+last block's tokens go to the norm and head as the block left them. The model is a
 subclass of timm's `VisionTransformer` (through `BlockLoopViT`, `_vit_base.py`): patch embedding,
 position embedding, blocks, norm and head are timm's, so timm checkpoints, `dynamic_img_size` and
 `features_only` work as for a plain ViT.
@@ -18,7 +20,7 @@ import torch
 import torch.nn as nn
 from timm.models import generate_default_cfgs, register_model
 
-from ._state_init import check_h0_mode, learned_h0, start_state
+from ._state_init import S6LA_PAPER, check_h0_mode, learned_h0, start_state
 from ._token_state import TOKEN_DT_RANGE, TokenStateUnit, record_state_terms, zero_readouts
 from ._vit_base import DEIT_ARCHS, BlockLoopViT, build_vit, deit_cfg
 
@@ -46,7 +48,9 @@ class S6LAVisionTransformer(BlockLoopViT):
         dt_rank: rank of the Δ projection (default ceil(D/8)).
         c_norm: "rms" or "none", normalisation of the summary token in the input term.
         dt_min, dt_max, dt_floor: initial range of the step sizes Δ.
-        **kwargs: timm `VisionTransformer` arguments.
+        **kwargs: timm `VisionTransformer` arguments. `global_pool` sets the units: one per block, less the
+            last one under the class-token head ("token", the default), which never reads it. A model built
+            with "token" and switched to another pooling by `reset_classifier` keeps its units.
     """
 
     def __init__(
@@ -78,19 +82,19 @@ class S6LAVisionTransformer(BlockLoopViT):
         dim = self.embed_dim
         self.d_state, self.fuse, self.summary, self.h0_mode = d_state, fuse, summary, h0
         self.zero_init_readout = zero_init_readout
+        # Eq. 19 passes the class token through, and a class-token head reads nothing else: a unit after the
+        # last block could never change the output nor get a gradient, so it is built only for heads that read
+        # the patch tokens (global_pool "avg", "map", ...), as the S6LA ResNets build no update after their last
+        # block. The paper's counts include it (README, "No unit after DeiT's last block").
+        n_units = len(self.blocks) - 1 if self.global_pool == "token" else len(self.blocks)
         self.s6la = nn.ModuleList(
             TokenStateUnit(
                 dim, d_state, fuse=fuse, selective=selective, zero_init_readout=zero_init_readout,
                 dt_rank=dt_rank, dt_min=dt_min, dt_max=dt_max, dt_floor=dt_floor, c_norm=c_norm,
             )
-            for _ in self.blocks
+            for _ in range(max(n_units, 0))
         )
         self.h0 = learned_h0((dim, d_state)) if h0 == "learned" else None
-        if self.global_pool == "token" and self.s6la:
-            # Eq. 19 passes the class token through, and a class-token head reads nothing else: the
-            # last unit can never get a gradient. It is kept (the paper's counts include it) but
-            # frozen, so that optimizers and DDP do not wait for gradients that never come.
-            self.s6la[-1].requires_grad_(False)
 
     def init_weights(self, mode: str = "", needs_reset: bool = True) -> None:
         """timm's ViT init, then the S6LA init again (timm's generic Linear init would overwrite it)."""
@@ -111,6 +115,8 @@ class S6LAVisionTransformer(BlockLoopViT):
 
     def block_step(self, i, block, x, h, grid, **kw):
         x = self._call_block(block, x, **kw)
+        if i >= len(self.s6la):  # the last block under a class-token head has no unit (see __init__)
+            return x, h
         npt = self.num_prefix_tokens
         c = x[:, 0] if self.summary == "token" else x[:, npt:].mean(dim=1)
         return self.s6la[i].step(x, h, c, npt)
@@ -166,7 +172,7 @@ class S6LAVisionTransformer(BlockLoopViT):
         return record_state_terms([(f"blocks.{i}", u) for i, u in enumerate(self.s6la)], lambda: self.run_blocks(x))
 
 
-default_cfgs = generate_default_cfgs({f"s6la_deit_{s}_patch16_224": deit_cfg() for s in DEIT_ARCHS})
+default_cfgs = generate_default_cfgs({f"s6la_deit_{s}_patch16_224": deit_cfg(**S6LA_PAPER) for s in DEIT_ARCHS})
 
 
 def _create(size: str, pretrained: bool, **kwargs) -> S6LAVisionTransformer:

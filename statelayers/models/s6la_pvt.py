@@ -12,23 +12,43 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint
+from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
-from timm.models.pvt_v2 import _cfg as pvt_cfg
 from timm.models.pvt_v2 import checkpoint_filter_fn as pvt_filter_fn
 
-from ._hier_base import HierarchicalS6LA, build_hier
+from ._features import feature_indices
+from ._hier_base import HierarchicalS6LA, build_hier, hier_cfg
 from ._inputs import check_image_input
 
-__all__ = ["S6LAPyramidVisionTransformerV2"]
+__all__ = ["S6LAPyramidVisionTransformerV2", "check_stage_sizes"]
 
 
-def _conv_out(size: int, conv: nn.Conv2d) -> int:
-    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
-    return (size + 2 * p - k) // s + 1
+def _conv_geometry(conv: nn.Conv2d) -> tuple[int, int, int]:
+    return conv.kernel_size[0], conv.stride[0], conv.padding[0]
+
+
+def check_stage_sizes(x: Any, name: str, stages: tuple) -> None:
+    """Every stage's feature map at least as large as its attention's spatial-reduction conv, which timm would
+    otherwise fail on deep inside. `stages`: per stage, the (kernel, stride, padding) of the convs before it
+    and the reduction's kernel; plain values, so that a torch.fx graph can record this call (see `_inputs.py`)."""
+    if torch.jit.is_scripting():  # a scripted FX graph: typed inputs, and TorchScript could not compile the rest
+        return
+    hh, ww = int(x.shape[-2]), int(x.shape[-1])
+    for s, (convs, k) in enumerate(stages):
+        for kernel, stride, pad in convs:
+            hh, ww = (hh + 2 * pad - kernel) // stride + 1, (ww + 2 * pad - kernel) // stride + 1
+        if min(hh, ww) < k:
+            raise ValueError(
+                f"{name}: a {x.shape[-2]}x{x.shape[-1]} px image gives a {hh}x{ww} feature map in stage {s}, "
+                f"smaller than its attention's spatial reduction {k}x{k}; use larger images"
+            )
+
+
+# one call each in a torch.fx graph, run on the real image when the graph runs (see `_inputs.py`)
+torch.fx.wrap("check_image_input")
+torch.fx.wrap("check_stage_sizes")
 
 
 class S6LAPyramidVisionTransformerV2(HierarchicalS6LA, PyramidVisionTransformerV2):
@@ -46,18 +66,14 @@ class S6LAPyramidVisionTransformerV2(HierarchicalS6LA, PyramidVisionTransformerV
         spatial-reduction conv (sr_ratio), which timm would otherwise fail on deep inside."""
         name = type(self).__name__
         check_image_input(x, self.in_chans, 1, name)
-        hh, ww = x.shape[-2:]
-        hh, ww = _conv_out(hh, self.patch_embed.proj), _conv_out(ww, self.patch_embed.proj)
+        stages = []
         for s, stage in enumerate(self.stages):
+            convs = [_conv_geometry(self.patch_embed.proj)] if s == 0 else []
             if stage.downsample is not None:
-                hh, ww = _conv_out(hh, stage.downsample.proj), _conv_out(ww, stage.downsample.proj)
+                convs.append(_conv_geometry(stage.downsample.proj))
             sr = getattr(stage.blocks[0].attn, "sr", None) if len(stage.blocks) else None
-            k = sr.kernel_size[0] if isinstance(sr, nn.Conv2d) else 1
-            if min(hh, ww) < max(k, 1):
-                raise ValueError(
-                    f"{name}: a {x.shape[-2]}x{x.shape[-1]} px image gives a {hh}x{ww} feature map in stage {s}, "
-                    f"smaller than its attention's spatial reduction {k}x{k}; use larger images"
-                )
+            stages.append((tuple(convs), sr.kernel_size[0] if isinstance(sr, nn.Conv2d) else 1))
+        check_stage_sizes(x, name, tuple(stages))
 
     def _block_step(self, s: int, j: int, block: nn.Module, x: torch.Tensor, h: torch.Tensor, feat_size):
         return self.state_tokens(s, j, block(x, feat_size), h)
@@ -110,7 +126,7 @@ class S6LAPyramidVisionTransformerV2(HierarchicalS6LA, PyramidVisionTransformerV
         """timm's feature API: NCHW stage outputs (same arguments and outputs as timm's PVTv2)."""
         if output_fmt != "NCHW":
             raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.stages), indices)
+        take, max_index = feature_indices(len(self.stages), indices)
         x, _, inter = self.run_stages(x, take, max_index if stop_early else None)
         if intermediates_only:
             return inter
@@ -139,7 +155,10 @@ PVT_ARCHS = {
     "b2": dict(depths=(3, 4, 6, 3), embed_dims=(64, 128, 320, 512), num_heads=(1, 2, 5, 8)),
 }
 
-default_cfgs = generate_default_cfgs({f"s6la_pvt_v2_{s}": pvt_cfg() for s in PVT_ARCHS})
+
+default_cfgs = generate_default_cfgs(
+    {f"s6la_pvt_v2_{s}": hier_cfg(classifier="head", fixed_input_size=False) for s in PVT_ARCHS}
+)
 
 
 def _create(size: str, pretrained: bool, **kwargs) -> S6LAPyramidVisionTransformerV2:

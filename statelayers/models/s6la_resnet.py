@@ -41,8 +41,9 @@ from ._resnet_base import (
     residual_branch,
     small_cfg,
     small_resnet_kwargs,
+    symbolic,
 )
-from ._state_init import check_h0_mode, learned_h0, start_state
+from ._state_init import S6LA_PAPER, check_h0_mode, learned_h0, start_state
 
 __all__ = ["S6LAResNet"]
 
@@ -123,7 +124,8 @@ class S6LAResNet(StatefulResNet):
     def state_input(self, out, stage, block, hidden):
         if self.conv_out is None or getattr(block, "s6la", None) is None:
             return None
-        if self.fold_projection and not self.training and not torch.is_grad_enabled():
+        # the fold is cached per weight version, which a torch.fx graph cannot check: traced graphs project plainly
+        if self.fold_projection and not self.training and not torch.is_grad_enabled() and not symbolic(out):
             folded = self._folded_projection(stage, block)
             if folded is not None:
                 return F.conv2d(hidden, *folded)
@@ -254,8 +256,8 @@ def _out_chs(stage: nn.Sequential) -> int:
 
 default_cfgs = generate_default_cfgs(
     {
-        **{f"s6la_resnet{d}": imagenet_cfg() for d in ARCHS},
-        **{f"s6la_cifar_resnet{d}": small_cfg() for d in (20, 56, 110)},
+        **{f"s6la_resnet{d}": imagenet_cfg(**S6LA_PAPER) for d in ARCHS},
+        **{f"s6la_cifar_resnet{d}": small_cfg(**S6LA_PAPER) for d in (20, 56, 110)},
     }
 )
 

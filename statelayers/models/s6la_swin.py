@@ -22,19 +22,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.fx
 import torch.nn as nn
-from timm.models import generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint
+from timm.models import checkpoint, generate_default_cfgs, register_model
 from timm.models.swin_transformer import SwinTransformer
-from timm.models.swin_transformer import _cfg as swin_cfg
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter_fn
 
-from ._hier_base import HierarchicalS6LA, build_hier
+from ._features import feature_indices
+from ._hier_base import HierarchicalS6LA, build_hier, hier_cfg
 from ._inputs import check_image_input
 
 # HierarchicalS6LA and build_hier live in _hier_base (PVTv2 shares them); still importable from here
 __all__ = ["HierarchicalS6LA", "S6LASwinTransformer", "build_hier"]
+
+# one call in a torch.fx graph, run on the real image when the graph runs (see `_inputs.py`)
+torch.fx.wrap("check_image_input")
 
 
 class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
@@ -70,17 +72,12 @@ class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
             self.reset_s6la()
 
     def check_input(self, x: Any) -> None:
-        name = type(self).__name__
         pe = self.patch_embed
-        check_image_input(x, self.in_chans, max(pe.patch_size), name)
-        size = tuple(x.shape[-2:])
-        if pe.strict_img_size and size != tuple(pe.img_size):
-            raise ValueError(
-                f"{name} was built for {pe.img_size[0]}x{pe.img_size[1]} px images but got {size[0]}x{size[1]}; "
-                f"create it with img_size={size} or dynamic_img_size=True"
-            )
-        if not pe.dynamic_img_pad and (size[0] % pe.patch_size[0] or size[1] % pe.patch_size[1]):
-            raise ValueError(f"{name} needs image sizes divisible by the patch size {pe.patch_size}, got {size}")
+        check_image_input(
+            x, self.in_chans, max(pe.patch_size), type(self).__name__,
+            img_size=tuple(pe.img_size) if pe.strict_img_size else None,
+            size_multiple=None if pe.dynamic_img_pad else tuple(pe.patch_size),
+        )
 
     def _block_step(self, s: int, j: int, block: nn.Module, x: torch.Tensor, h: torch.Tensor):
         x = block(x)
@@ -129,11 +126,13 @@ class S6LASwinTransformer(HierarchicalS6LA, SwinTransformer):
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
     ):
-        """timm's feature API: NCHW stage outputs (same arguments and outputs as timm's Swin)."""
-        if output_fmt != "NCHW":
-            raise ValueError(f"only NCHW intermediates are supported, got {output_fmt!r}")
-        take, max_index = feature_take_indices(len(self.layers), indices)
+        """timm's feature API: NCHW (or NHWC, Swin's own layout) stage outputs, as timm's Swin gives them."""
+        if output_fmt not in ("NCHW", "NHWC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NHWC', got {output_fmt!r}")
+        take, max_index = feature_indices(len(self.layers), indices)
         x, _, inter = self.run_stages(x, take, max_index if stop_early else None, norm)
+        if output_fmt == "NHWC":
+            inter = [t.permute(0, 2, 3, 1) for t in inter]
         if intermediates_only:
             return inter
         if not stop_early or max_index == len(self.layers) - 1:
@@ -168,8 +167,10 @@ SWIN_ARCHS = {
     "base": dict(patch_size=4, window_size=7, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
 }
 
+
+# forward_features returns NHWC maps (`output_fmt`), 7x7 at 224 px
 default_cfgs = generate_default_cfgs(
-    {f"s6la_swin_{s}_patch4_window7_224": swin_cfg() for s in SWIN_ARCHS}
+    {f"s6la_swin_{s}_patch4_window7_224": hier_cfg(classifier="head.fc", fixed_input_size=True) for s in SWIN_ARCHS}
 )
 
 

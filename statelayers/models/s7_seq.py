@@ -219,6 +219,23 @@ class S7Sequence(nn.Module):
         f = z if self.head_kind == "last" else new["sum"] / new["weight"].clamp_min(1e-12)
         return self.head(f), new
 
+    # -- timm's classifier API -------------------------------------------------------------------------
+
+    def get_classifier(self) -> nn.Module:
+        """The last layer of the head (of the pair MLP for a retrieval model)."""
+        return self.head[-1] if self.retrieval else self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new, freshly initialised last layer with `num_classes` outputs; 0 makes the model return its pooled
+        features (`num_features` wide), or the pair MLP's hidden layer for a retrieval model, as timm's models do."""
+        self.num_classes = num_classes
+        width = self.get_classifier().in_features if self.retrieval else self.num_features
+        layer = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+        if self.retrieval:
+            self.head[-1] = layer
+        else:
+            self.head = layer
+
     def no_weight_decay(self) -> set[str]:
         names = set()
         for i, blk in enumerate(self.blocks):
@@ -241,11 +258,22 @@ class GRUSequence(nn.Module):
             raise TypeError(f"unexpected arguments for the GRU baseline: {sorted(kwargs)}")
         if head not in ("pool", "last"):
             raise ValueError(f"head must be 'pool' or 'last', got {head!r}")
-        self.in_chans, self.vocab_size, self.head_kind = in_chans, vocab_size, head
+        if (in_chans > 0) == (vocab_size > 0):
+            raise ValueError(f"give exactly one of in_chans (dense inputs) or vocab_size (tokens); got in_chans="
+                             f"{in_chans}, vocab_size={vocab_size}")
+        self.num_classes, self.in_chans, self.vocab_size, self.head_kind = num_classes, in_chans, vocab_size, head
         self.encoder = nn.Linear(in_chans, d_model) if in_chans else nn.Embedding(vocab_size, d_model)
         self.gru = nn.GRU(d_model, d_model, num_layers=depth, batch_first=True, dropout=drop_rate if depth > 1 else 0)
-        self.head = nn.Linear(d_model, num_classes)
         self.num_features = d_model
+        self.head = nn.Linear(d_model, num_classes) if num_classes > 0 else nn.Identity()
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new last layer with `num_classes` outputs; 0 returns the pooled GRU features, as timm's models do."""
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor | None = None, tokens: torch.Tensor | None = None,
                 tau: torch.Tensor | None = None, lengths: torch.Tensor | None = None,

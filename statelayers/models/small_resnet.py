@@ -21,7 +21,10 @@ class SmallResNet(StagedResNet):
 
 
 
-default_cfgs = generate_default_cfgs({f"cifar_resnet{d}": small_cfg() for d in (20, 56, 110)})
+# He et al. 2016, whose §4.2 defines these networks
+RESNET_PAPER = dict(paper_ids="arXiv:1512.03385", paper_name="Deep Residual Learning for Image Recognition")
+
+default_cfgs = generate_default_cfgs({f"cifar_resnet{d}": small_cfg(**RESNET_PAPER) for d in (20, 56, 110)})
 
 
 def _create(depth: int, pretrained: bool, **kwargs) -> SmallResNet:

@@ -26,6 +26,7 @@ import importlib.util
 import os
 
 import torch
+import torch.fx
 
 __all__ = [
     "MODES", "kernel_mode", "set_kernel_mode", "use_kernels", "triton_available", "fused_path", "check_device",
@@ -79,6 +80,10 @@ def fused_path(t: torch.Tensor) -> bool:
 
     Plain Python on the tensor's metadata, so `torch.compile` guards on it instead of breaking the graph.
     """
+    if isinstance(t, torch.fx.Proxy):
+        # torch.fx symbolic tracing: the device and dtype are not known yet, and a graph cannot choose a path when
+        # it runs; it records the torch reference, which runs (and gives the same values) on every device
+        return False
     mode = kernel_mode()
     if mode == "torch" or t.dtype not in FUSED_DTYPES:
         return False
