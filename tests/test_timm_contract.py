@@ -76,7 +76,9 @@ def _params(names):
 
 # -- building models and inputs small -----------------------------------------------------------------------
 
-SEQ_KWARGS = {n: dict(in_chans=3) for n in ("s7_tiny", "s7_small", "s7_base", "s5_small", "gru_small")}
+SEQ_KWARGS = {
+    n: dict(in_chans=3) for n in ("s7_tiny", "s7_small", "s7_base", "s5_small", "s6_tiny", "s6_small", "gru_small")
+}
 
 
 def small_kwargs(name: str) -> dict:

@@ -9,11 +9,13 @@
 * ``scan``: the linear recurrence ``h_k = a_k ⊙ h_{k-1} + b_k`` across time (reference loop, numba, torch, Triton);
 * ``padding``: how padded batches are written (``PAD_TOKEN``) and the lengths → valid-steps mask;
 * ``s7``: the S7 layer and its S5-style block;
+* ``mamba``: S6, Mamba's block (the Mamba baseline) on the same scan and selective-SSM step;
 * ``kernels``: the custom ops and Triton kernels that GPUs run (``STATELAYERS_KERNELS`` chooses the path).
 """
 
 from .discretization import discretize, stable_map, stable_map_inverse
 from .init import hippo_legs_eigenvalues, mamba_dt_bias, s4d_real_a_log
+from .mamba import S6, S6Block
 from .padding import PAD_TOKEN, valid_mask
 from .precision import state_float, state_like
 from .s7 import S7, S7Block
@@ -21,7 +23,7 @@ from .scan import linear_scan, linear_scan_reference, numba_available
 from .selective import SelectiveParams, StepTerms, conv_state_update, ssm_step, token_state_update
 
 __all__ = [
-    "PAD_TOKEN", "S7", "S7Block", "SelectiveParams", "StepTerms", "conv_state_update", "discretize",
+    "PAD_TOKEN", "S6", "S6Block", "S7", "S7Block", "SelectiveParams", "StepTerms", "conv_state_update", "discretize",
     "hippo_legs_eigenvalues", "linear_scan", "linear_scan_reference", "mamba_dt_bias", "numba_available",
     "s4d_real_a_log", "ssm_step", "stable_map", "stable_map_inverse", "state_float", "state_like",
     "token_state_update", "valid_mask",

@@ -4,12 +4,14 @@
     stage i: depth × S7Block; the first block pools tokens by `stride` and widens H, P by `expansion`
     head: "pool" (mean over valid steps), "timepool" (τ-weighted mean), "last" (last valid step),
           "none" (per-step outputs) → Linear(num_classes)
+    mixer="s6": the blocks are Mamba's (`layers/mamba.py`: x + S6(Norm(x))), one stage, no token pooling
     retrieval: both documents through the same encoder; [z₁, z₂, z₁−z₂, z₁⊙z₂] → Linear → GELU → Linear
 
 Inputs are keyword tensors in the format of `statelayers.data.sequences` (`x` or `tokens`, optional `tau`,
 `lengths`, `tokens2`, `lengths2`), so `model(**batch)` works on a padded batch (token padding `PAD_TOKEN` and the
 lengths → valid-steps mask of `statelayers.layers.padding`). Registered with timm;
-`s7_*` models have input-dependent layers, and every model takes `input_dependent=False` to become S5.
+`s7_*` models have input-dependent layers, and every model takes `input_dependent=False` to become S5. `s6_*` are the
+Mamba baseline: the same encoder, residual/norm structure, pooling and head around Mamba's block (`mixer="s6"`).
 
 The `s7_<task>` variants are the official configurations (design note s7.md §7); for the three whose
 trained artefacts exist the parameter counts match exactly (tests).
@@ -22,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models import register_model
 
+from ..layers.mamba import S6Block
 from ..layers.padding import PAD_TOKEN, check_lengths, mask_padding, valid_mask
 from ..layers.s7 import S7Block
 
@@ -35,7 +38,7 @@ def _drop_timm_extras(kwargs: dict) -> None:
 
 
 class S7Sequence(nn.Module):
-    """A stack of S7 blocks with an encoder and a classification (or retrieval, or per-step) head.
+    """A stack of S7 (or S6, Mamba's) blocks with an encoder and a classification (or retrieval, or per-step) head.
 
     Args:
         num_classes: outputs of the head (0: return features).
@@ -51,16 +54,25 @@ class S7Sequence(nn.Module):
             configurations have none (their parameter counts); our generic sizes use it, because the S7 layer
             is cubic in its input and the un-normalised features start at RMS ≈ 5–40, which puts the
             initial cross-entropy far above log(classes).
-        **s7_kwargs: passed to every `S7` layer (block_size, conj_sym, complex_state, input_dependent,
-            discretization, transition, bidirectional, dt_min, dt_max, scan_impl, ...).
+        mixer: "s7" (the S7 layer in S5's block, `layers/s7.py`) or "s6" (Mamba's block, `layers/mamba.py`:
+            x + Dropout(S6(Norm(x))), d_state = N per channel; needs stride=1 and expansion=1, Mamba has no token
+            pooling or widening; τ is not read by the layer, only by the "timepool" head).
+        **layer_kwargs: passed to every `S7` layer (block_size, conj_sym, complex_state, input_dependent,
+            discretization, transition, bidirectional, dt_min, dt_max, scan_impl, ...), or every `S6` layer
+            (expand, d_conv, dt_rank, dt_min, dt_max, dt_floor, conv_bias, bias, scan_impl).
     """
 
     def __init__(self, num_classes: int = 10, in_chans: int = 0, vocab_size: int = 0, d_model: int = 64,
                  d_state: int = 32, depth: int = 4, num_stages: int = 1, expansion: int = 1, stride: int = 1,
                  pool: str = "last", head: str = "pool", norm: str = "layer", drop_rate: float = 0.0,
-                 retrieval: bool = False, final_norm: bool = False, **s7_kwargs):
+                 retrieval: bool = False, final_norm: bool = False, mixer: str = "s7", **layer_kwargs):
         super().__init__()
-        _drop_timm_extras(s7_kwargs)
+        _drop_timm_extras(layer_kwargs)
+        if mixer not in ("s7", "s6"):
+            raise ValueError(f"mixer must be 's7' or 's6', got {mixer!r}")
+        if mixer == "s6" and (stride != 1 or (num_stages > 1 and expansion != 1)):
+            raise ValueError(f"mixer='s6' (Mamba's block) has no token pooling or widening between stages: it needs "
+                             f"stride=1 and expansion=1, got stride={stride}, expansion={expansion}")
         if (in_chans > 0) == (vocab_size > 0):
             raise ValueError(f"give exactly one of in_chans (dense inputs) or vocab_size (tokens); got in_chans="
                              f"{in_chans}, vocab_size={vocab_size}")
@@ -69,7 +81,7 @@ class S7Sequence(nn.Module):
         if retrieval and head == "none":
             raise ValueError("the retrieval head needs a pooled feature (head='pool', 'timepool' or 'last')")
         self.num_classes, self.in_chans, self.vocab_size = num_classes, in_chans, vocab_size
-        self.head_kind, self.retrieval = head, retrieval
+        self.head_kind, self.retrieval, self.mixer = head, retrieval, mixer
         self.encoder = nn.Linear(in_chans, d_model) if in_chans else nn.Embedding(vocab_size, d_model)
         blocks = []
         h, p = d_model, d_state
@@ -77,8 +89,12 @@ class S7Sequence(nn.Module):
             h_out, p_out = (h * expansion, p * expansion) if i > 0 else (h, p)
             for j in range(depth):
                 first = j == 0
+                if mixer == "s6":
+                    blocks.append(S6Block(h_out, p_out, norm=norm, drop=drop_rate, n_layer=depth * num_stages,
+                                          **layer_kwargs))
+                    continue
                 blocks.append(S7Block(h if first else h_out, p_out, d_out=h_out, norm=norm, drop=drop_rate,
-                                      stride=stride if first else 1, pool=pool, **s7_kwargs))
+                                      stride=stride if first else 1, pool=pool, **layer_kwargs))
             h, p = h_out, p_out
         self.blocks = nn.ModuleList(blocks)
         self.num_features = h
@@ -243,7 +259,8 @@ class S7Sequence(nn.Module):
         return names
 
     def ssm_parameters(self) -> list[nn.Parameter]:
-        """The S7 recipe's "ssm" group: eigenvalues (and static B for S5), at their own learning rate."""
+        """The S7 recipe's "ssm" group: eigenvalues (and static B for S5), at their own learning rate; empty for
+        S6 (Mamba trains A with the other parameters)."""
         return [p for blk in self.blocks for p in blk.ssm.ssm_parameters()]
 
 
@@ -301,7 +318,8 @@ class GRUSequence(nn.Module):
 
 def _create(pretrained: bool, defaults: dict, kwargs: dict) -> S7Sequence:
     if pretrained:
-        raise ValueError("statelayers ships no pretrained S7 weights (nothing is downloaded); use pretrained=False")
+        raise ValueError("statelayers ships no pretrained S7/S5/S6 weights (nothing is downloaded); use "
+                         "pretrained=False")
     return S7Sequence(**{**defaults, **kwargs})
 
 
@@ -328,6 +346,23 @@ def s7_base(pretrained=False, **kwargs):
 def s5_small(pretrained=False, **kwargs):
     """`s7_small` with input-independent Δ, B, C: the S5 baseline."""
     return _create(pretrained, dict(d_model=64, d_state=32, depth=4, input_dependent=False, final_norm=True), kwargs)
+
+
+@register_model
+def s6_tiny(pretrained=False, **kwargs):
+    """Mamba's block (S6), H=32, N=16 per channel, expand 2, 2 blocks: seconds-long runs."""
+    return _create(pretrained, dict(mixer="s6", d_model=32, d_state=16, depth=2, final_norm=True), kwargs)
+
+
+@register_model
+def s6_small(pretrained=False, **kwargs):
+    """Mamba's block (S6) in `s7_small`'s frame: H=64, N=16 per channel (Mamba's default), expand 2 (E=128), conv
+    kernel 4, Δ rank 4, 4 blocks: the Mamba baseline.
+
+    Parameters in the blocks and the final norm: 131,200 (s5_small 34,112; s7_small 1,083,984; gru_small's GRU
+    49,920); the encoder and head add 64·(C+1) + 65·K for C input channels and K classes, the same for all four
+    (132,106 in all for C=3, K=10)."""
+    return _create(pretrained, dict(mixer="s6", d_model=64, d_state=16, depth=4, final_norm=True), kwargs)
 
 
 @register_model

@@ -20,8 +20,8 @@ class SequenceTask(ClassificationTask):
     def model_mismatch(self, cfg, model_kind: str) -> str:
         return (f"model {cfg.model!r} is an image model (it takes (batch, channels, height, width) images) but data "
                 f"{cfg.data!r} is sequence data (task 'sequence'); pick a sequence model (s7_tiny, s7_small, "
-                "s7_base, s5_small, gru_small; `statelayers models`) or image data (digits, fashion_mnist or an "
-                "ImageFolder path)")
+                "s7_base, s5_small, s6_small, gru_small; `statelayers models`) or image data (digits, fashion_mnist or "
+                "an ImageFolder path)")
 
     def checked_config(self, cfg):
         refuse_options(cfg, ("channels_last", "mixup", "cutmix", "repeated_aug"),
