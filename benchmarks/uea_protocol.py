@@ -82,6 +82,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from depth_study import (  # noqa: E402  (the shared study helpers next to this script)
     EPOCH_OVERHEAD_S,
     RUN_OVERHEAD_S,
+    _stop,
     append_report,
     check_budget,
     check_existing,
@@ -549,18 +550,6 @@ def estimate(args, splits: dict) -> tuple[float, dict]:
     print(f"# estimated total: {total / 60:.1f} min ({sum(phase_a + phase_b) / 60 + test_s / 60:.1f} min of runs and "
           f"test evaluations; runs on {args.parallel} process{'es' if args.parallel > 1 else ''} at once)", flush=True)
     return total, per_model
-
-
-def _stop(procs) -> None:
-    """Terminate the training processes still running (each keeps its last epoch-end checkpoint)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_batch(args, splits: dict, runs: list[Run], per_model: dict, note) -> dict:

@@ -92,12 +92,12 @@ def train_command(saved: dict) -> str:
 # -- what the run's model is and how its inputs were made ------------------------------------------------------
 
 
-def _model_args(saved: dict) -> dict:
+def _model_args(saved: dict, run_dir: Path) -> dict:
     """The keyword arguments of `timm.create_model` that build the run's model: what the data fixed (classes,
     channels) and the user's --model-kwargs. Training-only settings (stochastic depth) stay out."""
     info = saved.get("data_info") or {}
     if "num_classes" not in info or "in_chans" not in info:
-        raise CheckpointError(f"{saved.get('_path')} does not record its data (no data_info in config.yaml)")
+        raise CheckpointError(f"{run_dir} does not record its data (no data_info in config.yaml)")
     return {"num_classes": int(info["num_classes"]), "in_chans": int(info["in_chans"]),
             **dict(saved.get("model_kwargs") or {})}
 
@@ -165,7 +165,7 @@ def _metrics_table(rows: list[dict], limit: int = 30) -> str:
 
 
 def _model_card(saved: dict, rows: list[dict], meta: dict, weights: str, model: torch.nn.Module, cfg: dict,
-                repo_hint: str) -> str:
+                model_args: dict, repo_hint: str) -> str:
     from .._version import __version__
 
     name, data, info = saved["model"], saved["data"], saved["data_info"]
@@ -215,7 +215,7 @@ def _model_card(saved: dict, rows: list[dict], meta: dict, weights: str, model: 
         "| | |",
         "|---|---|",
         f"| architecture | `{name}` |",
-        f"| model_args | `{json.dumps(_model_args(saved))}` |",
+        f"| model_args | `{json.dumps(model_args)}` |",
         f"| parameters | {params:,} |",
         f"| input | {cfg['input_size'][0]} x {cfg['input_size'][1]} x {cfg['input_size'][2]} |",
         f"| mean / std | {list(cfg['mean'])} / {list(cfg['std'])} |",
@@ -276,13 +276,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str = "best
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
     saved = read_config(run_dir)
-    saved["_path"] = run_dir / "config.yaml"
     if saved.get("task") != "image":
         raise ValueError(f"{run_dir} is a {saved.get('task')!r} run: export writes timm's image-classifier folder, "
                          "for runs of task 'image'")
     _check_out_dir(out)
     path = _weights_file(run_dir, weights)
-    model_args = _model_args(saved)
+    model_args = _model_args(saved, run_dir)
     cfg = _data_config(saved)
     try:
         model = timm.create_model(saved["model"], **model_args)
@@ -293,7 +292,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, weights: str = "best
     cfg["pool_size"] = _pool_size(model, cfg["input_size"])
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **cfg, "num_classes": model_args["num_classes"]}
     rows = read_metrics(run_dir) if (run_dir / "metrics.csv").is_file() else []
-    card = _model_card(saved, rows, meta, weights, model, cfg, f"hf-hub:{repo_id}" if repo_id
+    card = _model_card(saved, rows, meta, weights, model, cfg, model_args, f"hf-hub:{repo_id}" if repo_id
                        else f"local-dir:{out.resolve()}")
 
     out.parent.mkdir(parents=True, exist_ok=True)
