@@ -369,7 +369,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from .engine import train
 
         result = train(_train_config(args))
-        print(f"run folder: {result.run_dir}  best eval_acc {result.best_acc:.4f}  "
+        print(f"run folder: {result.run_dir}  best {result.score_name} {result.best_acc:.4f}  "
               f"{result.images_per_s:.0f} img/s")
         return 0
 

@@ -1,20 +1,33 @@
 """What every sequence dataset of :mod:`statelayers.data.sequences` shares: the item format, its collate, the
 description the engine reads (:class:`SeqInfo`) and the dataset classes.
 
-Every sequence dataset yields ``(inputs, label)`` where ``inputs`` is a dict of tensors:
+Every sequence dataset yields ``(inputs, target)`` where ``inputs`` is a dict of tensors:
 
 * ``"x"``       float32 ``(L, C)``  dense inputs (time series, pixels), or
 * ``"tokens"``  int64 ``(L,)``      token ids in ``[0, vocab)`` (ListOps, text, event tokens);
 * ``"tau"``     float32 ``(L,)``    optional: integration time step of each token (event data, ms);
 * ``"tokens2"`` int64 ``(L2,)``     optional: the second document of a retrieval pair.
 
-:func:`pad_collate` pads a list of such items to the longest sequence in the batch (``x`` with 0, ``tokens`` with
-:data:`~statelayers.layers.padding.PAD_TOKEN`, ``tau`` with 0) and adds ``"lengths"`` (and ``"lengths2"``), so
-models can mask the padding. The engine moves the dict to the device and calls ``model(**inputs)``.
+and ``target`` is what :attr:`SeqInfo.target` says:
 
-Datasets expose ``targets`` (int64 labels of their items), ``indices`` (positions in the source split) and
-``classes``. The readers of the named datasets (``ts_format``, ``sequential_images``, ``listops``, ``lra``, and
-``events``, whose items carry ``tau``) build on this module, so none of them imports another.
+* ``"class"``           an int label of the whole sequence (every classification set);
+* ``"regression"``      float32 ``(D,)``: D values of the whole sequence (`.ts` files with ``@targetLabel true``);
+* ``"step_class"``      int64 ``(L,)``: a class per step (per-step labels; the next token of a language model);
+* ``"step_regression"`` float32 ``(L, D)``: D values per step (the next observation of a dynamical system).
+
+Per-step targets are aligned with the inputs: ``target[t]`` belongs to step ``t`` (for next-step prediction the
+dataset shifts them, and sets :attr:`SeqInfo.next_step` so that the engine refuses models that read the future).
+
+:func:`pad_collate` pads a list of such items to the longest sequence in the batch (``x`` with 0, ``tokens`` with
+:data:`~statelayers.layers.padding.PAD_TOKEN`, ``tau`` with 0; per-step class targets with :data:`IGNORE_INDEX`,
+per-step regression targets with NaN, so that a loss can tell padding from data) and adds ``"lengths"`` (and
+``"lengths2"``), so models can mask the padding. The engine moves the dict to the device and calls
+``model(**inputs)``.
+
+Datasets expose ``targets`` (int64 labels of their items, classification sets only), ``indices`` (positions in the
+source split) and ``classes``. The readers of the named datasets (``ts_format``, ``sequential_images``,
+``listops``, ``lra``, ``events``, whose items carry ``tau``, and the per-step sets) build on this module, so none
+of them imports another.
 """
 
 from __future__ import annotations
@@ -31,9 +44,12 @@ from ..layers.padding import PAD_TOKEN
 from .images import balanced_subset
 
 __all__ = [
+    "IGNORE_INDEX",
+    "TARGET_KINDS",
     "DenseSequenceDataset",
     "PixelSequenceDataset",
     "SeqInfo",
+    "StepSequenceDataset",
     "SequenceDataset",
     "SequenceSets",
     "TokenSequenceDataset",
@@ -41,6 +57,12 @@ __all__ = [
     "check_max_len",
     "pad_collate",
 ]
+
+
+# per-step class targets of padded steps (torch's cross_entropy ignore_index default)
+IGNORE_INDEX = -100
+# what a dataset's targets are (see the module docstring)
+TARGET_KINDS = ("class", "regression", "step_class", "step_regression")
 
 
 @dataclass
@@ -58,14 +80,44 @@ class SeqInfo:
     eval_size: int = 0
     has_tau: bool = False
     retrieval: bool = False  # items carry "tokens2"
-    simulated: bool = False  # synthetic data (ListOps grammar, events simulated from images)
+    simulated: bool = False  # synthetic data (ListOps grammar, events simulated from images, simulated physics)
     note: str = ""  # provenance, shown in run folders
+    target: str = "class"  # one of TARGET_KINDS
+    target_dims: int = 0  # regression targets: values per sequence / per step (D)
+    target_names: list[str] = field(default_factory=list)  # regression: a name per value (optional)
+    # per-step targets are the inputs of later steps (next-step prediction, language modelling): a model must not
+    # read the future (no bidirectional layers), or it sees its own targets
+    next_step: bool = False
+    # language modelling: what one token is ("byte", "char", "word"); evaluation then reports perplexity and bits
+    # per token (bits per byte for "byte")
+    token_unit: str = ""
+
+    def __post_init__(self):
+        if self.target not in TARGET_KINDS:
+            raise ValueError(f"target must be one of {TARGET_KINDS}, got {self.target!r}")
+        if self.target in ("regression", "step_regression") and self.target_dims < 1:
+            raise ValueError(f"a {self.target} dataset needs target_dims >= 1, got {self.target_dims}")
+
+    @property
+    def per_step(self) -> bool:
+        """Whether the targets are per step (the model gives an output per step: head "none")."""
+        return self.target in ("step_class", "step_regression")
+
+    @property
+    def regression(self) -> bool:
+        return self.target in ("regression", "step_regression")
+
+    def num_outputs(self) -> int:
+        """The width of the model's head: classes, or regression values."""
+        return self.target_dims if self.regression else self.num_classes
 
     def model_kwargs(self) -> dict:
         """Keyword arguments a sequence model needs from the data (besides num_classes)."""
         kw = {"in_chans": self.in_chans} if self.input_kind == "dense" else {"vocab_size": self.vocab_size}
         if self.retrieval:
             kw["retrieval"] = True
+        if self.per_step:
+            kw["head"] = "none"
         return kw
 
 
@@ -76,8 +128,19 @@ def _pad(seqs: list[torch.Tensor], value) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value)
 
 
-def pad_collate(batch: list[tuple[dict, int]]) -> tuple[dict, torch.Tensor]:
-    """Pad a list of ``(inputs, label)`` items into one batch (see the module docstring)."""
+def _collate_targets(targets: list) -> torch.Tensor:
+    """Whole-sequence labels → (B,) int64; regression values → (B, D); per-step targets padded to (B, L[, D]) with
+    IGNORE_INDEX (integer) or NaN (float)."""
+    if not isinstance(targets[0], torch.Tensor):
+        return torch.as_tensor([int(t) for t in targets], dtype=torch.long)
+    first = targets[0]
+    if first.dim() == 1 and first.is_floating_point():  # (D,) regression of the whole sequence
+        return torch.stack(targets)
+    return _pad(targets, IGNORE_INDEX if not first.is_floating_point() else float("nan"))
+
+
+def pad_collate(batch: list[tuple[dict, object]]) -> tuple[dict, torch.Tensor]:
+    """Pad a list of ``(inputs, target)`` items into one batch (see the module docstring)."""
     if not batch:
         raise ValueError("empty batch")
     keys = set(batch[0][0])
@@ -92,8 +155,7 @@ def pad_collate(batch: list[tuple[dict, int]]) -> tuple[dict, torch.Tensor]:
             out[key] = _pad(seqs, 0.0)
     if "tokens2" in keys:
         out["lengths2"] = torch.tensor([len(item[0]["tokens2"]) for item in batch], dtype=torch.long)
-    labels = torch.as_tensor([int(item[1]) for item in batch], dtype=torch.long)
-    return out, labels
+    return out, _collate_targets([item[1] for item in batch])
 
 
 # ----------------------------------------------------------------------------------------------- dataset classes
@@ -135,7 +197,8 @@ class SequenceDataset(Dataset):
 
 
 class DenseSequenceDataset(SequenceDataset):
-    """Normalised float32 series ``(L_i, C)`` (lengths may differ) → ``{"x": (min(L_i, max_len), C)}``."""
+    """Normalised float32 series ``(L_i, C)`` (lengths may differ) → ``{"x": (min(L_i, max_len), C)}``, with an int
+    class label each, or (``labels`` a float (N, D) array: regression) D float32 values each."""
 
     def __init__(self, series: list[np.ndarray], labels, classes: Sequence[str], max_len: int | None = None):
         if not series:
@@ -143,16 +206,72 @@ class DenseSequenceDataset(SequenceDataset):
         if any(s.ndim != 2 for s in series) or len({s.shape[1] for s in series}) != 1:
             raise ValueError(f"series must be (L, C) arrays with one C, got shapes {sorted({s.shape for s in series})}")
         self.series = [np.ascontiguousarray(s, dtype=np.float32) for s in series]
-        self._labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        labels = np.asarray(labels)
+        self.regression = labels.dtype.kind == "f"
+        if self.regression:
+            labels = labels.reshape(len(self.series), -1)
+        self._labels = torch.as_tensor(labels, dtype=torch.float32 if self.regression else torch.long)
         self.classes = list(classes)
         self.max_len = max_len
         self.indices = torch.arange(len(self.series))
+
+    def _label(self, j: int):
+        return self._labels[j].clone() if self.regression else int(self._labels[j])
 
     def _inputs(self, j: int) -> dict[str, torch.Tensor]:
         return {"x": torch.from_numpy(self.series[j][: self.max_len].copy())}
 
     def lengths(self) -> list[int]:
         return [min(self.series[int(j)].shape[0], self.max_len or 1 << 62) for j in self.indices]
+
+
+class StepSequenceDataset(SequenceDataset):
+    """Per-step targets: float32 series ``(L_i, C)`` (or int token ids ``(L_i,)``) with a target per step — int64
+    ``(L_i,)`` class ids or float32 ``(L_i, D)`` values — and optionally the time step ``τ`` of each step
+    (``(L_i,)``, > 0: the irregular sampling intervals, passed to the model as ``tau``). ``max_len`` keeps the first
+    steps of inputs, targets and τ alike."""
+
+    def __init__(self, inputs: list[np.ndarray], targets: list[np.ndarray], tau: list[np.ndarray] | None = None,
+                 classes: Sequence[str] = (), max_len: int | None = None):
+        if not inputs:
+            raise ValueError("no sequences")
+        if len(targets) != len(inputs) or (tau is not None and len(tau) != len(inputs)):
+            raise ValueError(f"{len(inputs)} sequences but {len(targets)} targets"
+                             + ("" if tau is None else f" and {len(tau)} time-step series"))
+        self.tokens = np.asarray(inputs[0]).ndim == 1
+        kind = "i" if self.tokens else "f"
+        for i, (u, y) in enumerate(zip(inputs, targets)):
+            u, y = np.asarray(u), np.asarray(y)
+            if u.ndim != (1 if self.tokens else 2) or len(y) != len(u) or (u.dtype.kind in "iu") != (kind == "i"):
+                raise ValueError(f"sequence {i}: inputs {u.dtype} {u.shape} and targets {y.dtype} {y.shape} do not "
+                                 f"match (inputs (L, C) floats or (L,) token ids, targets (L,) or (L, D))")
+            if tau is not None and np.asarray(tau[i]).shape != (len(u),):
+                raise ValueError(f"sequence {i}: tau has shape {np.asarray(tau[i]).shape}, expected ({len(u)},)")
+        self.inputs = [np.ascontiguousarray(u, dtype=np.int64 if self.tokens else np.float32) for u in inputs]
+        self.regression = np.asarray(targets[0]).dtype.kind == "f"
+        self.step_targets = [np.ascontiguousarray(y, dtype=np.float32 if self.regression else np.int64)
+                             for y in targets]
+        if self.regression:
+            self.step_targets = [y.reshape(len(y), -1) for y in self.step_targets]
+        self.tau = None if tau is None else [np.ascontiguousarray(t, dtype=np.float32) for t in tau]
+        self.classes = list(classes)
+        self.max_len = max_len
+        self._labels = torch.zeros(len(self.inputs), dtype=torch.long)  # no whole-sequence labels
+        self.indices = torch.arange(len(self.inputs))
+
+    @property
+    def targets(self) -> torch.Tensor:
+        raise AttributeError("per-step targets have no whole-sequence labels")
+
+    def _label(self, j: int) -> torch.Tensor:
+        return torch.from_numpy(self.step_targets[j][: self.max_len].copy())
+
+    def _inputs(self, j: int) -> dict[str, torch.Tensor]:
+        u = torch.from_numpy(self.inputs[j][: self.max_len].copy())
+        out = {"tokens": u} if self.tokens else {"x": u}
+        if self.tau is not None:
+            out["tau"] = torch.from_numpy(self.tau[j][: self.max_len].copy())
+        return out
 
 
 class PixelSequenceDataset(SequenceDataset):
@@ -215,7 +334,12 @@ def check_max_len(max_len: int | None) -> int | None:
 
 def apply_subset(train: SequenceDataset, subset: int | None, seed: int, num_classes: int) -> SequenceDataset:
     """``train`` itself (``subset`` None) or a view of a class-balanced ``subset``-sequence subset of it
-    (:func:`statelayers.data.images.balanced_subset`, seeded by ``seed``)."""
+    (:func:`statelayers.data.images.balanced_subset`, seeded by ``seed``); ``num_classes`` 0 (targets that are not
+    classes): ``subset`` sequences drawn at random (seeded by ``seed``), in their order in ``train``."""
     if subset is None:
         return train
+    if num_classes == 0:
+        g = torch.Generator().manual_seed(int(seed))
+        keep = torch.randperm(len(train), generator=g)[: int(subset)].sort().values
+        return train.select(keep)
     return train.select(balanced_subset(train.targets, int(subset), seed, num_classes))

@@ -13,7 +13,8 @@ equals ``_``). Nothing is downloaded:
 * a path to a ``.ts`` file or to a folder holding one ``NAME_TRAIN.ts`` + ``NAME_TEST.ts`` pair; any other name
   whose ``NAME_TRAIN.ts`` is in ``data_dir`` (or ``data_dir/NAME/``) or in sktime's data folder (``japanesevowels``,
   ``basicmotions``, ...). A ``.ts`` file that is neither ``*_TRAIN.ts`` nor ``*_TEST.ts`` is split once, 80/20 per
-  class, with a fixed seed (:mod:`statelayers.data.ts_format`).
+  class (at random for a regression file), with a fixed seed (:mod:`statelayers.data.ts_format`). Regression files
+  (``@targetLabel true``: sktime ships ``Covid3Month`` and ``Tecator``) give a float target per series.
 * ``"sfmnist"`` / ``"sequential_fashion_mnist"`` — Fashion-MNIST pixel by pixel (row-major), ``x`` of shape
   (784, 1), normalised with the training-set pixel mean/std (:mod:`statelayers.data.sequential_images`).
 * ``"listops"`` (20,000 / 2,000) and ``"listops_full"`` (LRA's 96,000 / 2,000) — ListOps generated locally with the
@@ -22,6 +23,12 @@ equals ``_``). Nothing is downloaded:
 * ``"lra_listops"``, ``"lra_text"``, ``"lra_retrieval"`` — the LRA release files in their standard layouts, given by
   ``data_dir`` (:mod:`statelayers.data.lra`; see :func:`build_sequence_datasets`).
 * ``"events_fashion_mnist"``, ``"dvs_gesture"``, ``"shd"`` — handed to :mod:`statelayers.data.events`.
+* Per-step targets (:attr:`SeqInfo.target`): ``"double_pendulum"`` — a damped, driven double pendulum observed at
+  irregular times, the next observation at every step (simulated; :mod:`statelayers.data.dynamics`);
+  ``"walker2d"`` and ``"person_activity"`` — ODE-LSTM's Walker2d kinematics and the UCI person-activity recordings
+  in their official files, given by ``data_dir`` (:mod:`statelayers.data.irregular`); ``"fortunes"`` — byte-level
+  language modelling on Debian's ``fortunes`` texts, and ``"ptb"``, ``"wikitext2"`` — the word-level corpora in their
+  official files, given by ``data_dir`` (:mod:`statelayers.data.text`; they evaluate on the validation file).
 
 Conventions:
 
@@ -31,8 +38,9 @@ Conventions:
 * **max_len** keeps the *first* ``max_len`` steps / tokens of every sequence (the end is cut), in both splits and in
   both documents of a retrieval pair. ``None`` keeps native lengths, except ``lra_text`` (4096) and
   ``lra_retrieval`` (4000 per document), the LRA settings.
-* **subset=K**: a class-balanced K-sequence subset of the training split (:func:`statelayers.data.balanced_subset`,
-  seeded by ``seed``); the eval split is untouched.
+* **subset=K**: a class-balanced (for targets that are not classes: random) K-sequence subset of the training
+  split (:func:`statelayers.data.balanced_subset`, seeded by ``seed``); the eval split is untouched. The language
+  models' and per-step sets' "sequences" are their windows.
 * ``seed`` only picks the subset: every dataset, including generated ListOps, is the same for every run seed, so
   runs with different seeds are scored on the same sequences.
 """
@@ -173,6 +181,45 @@ def _lra_retrieval(req: SequenceRequest) -> SequenceSets:
     return build_lra_retrieval(req.folder, req.subset, req.seed, req.max_len)
 
 
+# the per-step sets (issue 20): imported when asked for, so that the classification sets need none of them
+
+
+def _double_pendulum(req: SequenceRequest) -> SequenceSets:
+    from .dynamics import build_double_pendulum
+
+    return build_double_pendulum(subset=req.subset, seed=req.seed, max_len=req.max_len)
+
+
+def _walker2d(req: SequenceRequest) -> SequenceSets:
+    from .irregular import build_walker2d
+
+    return build_walker2d(req.folder, subset=req.subset, seed=req.seed, max_len=req.max_len)
+
+
+def _person_activity(req: SequenceRequest) -> SequenceSets:
+    from .irregular import build_person_activity
+
+    return build_person_activity(req.folder, subset=req.subset, seed=req.seed, max_len=req.max_len)
+
+
+def _fortunes(req: SequenceRequest) -> SequenceSets:
+    from .text import build_fortunes
+
+    return build_fortunes(subset=req.subset, seed=req.seed, max_len=req.max_len, data_dir=req.folder)
+
+
+def _ptb(req: SequenceRequest) -> SequenceSets:
+    from .text import build_ptb
+
+    return build_ptb(req.folder, subset=req.subset, seed=req.seed, max_len=req.max_len)
+
+
+def _wikitext2(req: SequenceRequest) -> SequenceSets:
+    from .text import build_wikitext2
+
+    return build_wikitext2(req.folder, subset=req.subset, seed=req.seed, max_len=req.max_len)
+
+
 def _events(req: SequenceRequest) -> SequenceSets:
     return build_event_datasets(req.name, data_dir=req.data_dir, seed=req.seed, subset=req.subset,
                                 max_events=req.max_len)
@@ -213,6 +260,26 @@ SEQUENCE_REGISTRY: dict[str, SequenceDatasetEntry] = {entry.name: entry for entr
     SequenceDatasetEntry(
         "dvs_gesture", "DVS128 Gesture event recordings (statelayers.data.events; data_dir required)", _events),
     SequenceDatasetEntry("shd", "Spiking Heidelberg Digits (statelayers.data.events; data_dir required)", _events),
+    SequenceDatasetEntry(
+        "double_pendulum", "a damped, driven double pendulum observed at irregular times (simulated): predict the "
+                           "next observation at every step (statelayers.data.dynamics)", _double_pendulum,
+        aliases=("pendulum",)),
+    SequenceDatasetEntry(
+        "walker2d", "Walker2d kinematics of ODE-LSTM, irregularly sampled, next-step regression (data_dir: the "
+                    "folder of walker .npy files; statelayers.data.irregular)", _walker2d, aliases=("walker",)),
+    SequenceDatasetEntry(
+        "person_activity", "UCI Localization Data for Person Activity as ODE-LSTM processes it, a class per step "
+                           "(data_dir: the folder of ConfLongDemo_JSI.txt; statelayers.data.irregular)",
+        _person_activity, aliases=("personactivity",)),
+    SequenceDatasetEntry(
+        "fortunes", "byte-level language modelling on the fortune-cookie texts of Debian's fortunes package "
+                    "(apt-get install -y fortunes; statelayers.data.text)", _fortunes),
+    SequenceDatasetEntry(
+        "ptb", "Penn Treebank words, language modelling (data_dir: ptb.{train,valid,test}.txt; "
+               "statelayers.data.text)", _ptb, aliases=("penn_treebank",)),
+    SequenceDatasetEntry(
+        "wikitext2", "WikiText-2 words, language modelling (data_dir: wiki.{train,valid,test}.tokens; "
+                     "statelayers.data.text)", _wikitext2, aliases=("wikitext_2",)),
 )}
 SEQUENCE_DATASETS: dict[str, str] = {name: entry.description for name, entry in SEQUENCE_REGISTRY.items()}
 _BY_KEY = {key: entry for entry in SEQUENCE_REGISTRY.values() for key in (entry.name, *entry.aliases)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -70,9 +71,10 @@ class RunResult:
 
     run_dir: Path
     final_metrics: dict
-    best_acc: float
+    best_acc: float  # the best value of `score_name` (accuracy for classifiers, whatever the task keeps best by)
     images_per_s: float
     params: int
+    score_name: str = "eval_acc"  # the metric the run kept its best weights by (`Task.score_metric`)
 
 
 def train(cfg: TrainConfig, *, on_epoch_end: Callable[[dict], None] | None = None) -> RunResult:
@@ -210,6 +212,8 @@ class TrainingRun:
         if cfg.eval_subset:
             self.eval_set = torch.utils.data.Subset(data.eval, range(min(cfg.eval_subset, len(data.eval))))
         self.model = self.task.build_model(cfg, data.model_kwargs, restoring=restoring).to(d.device)
+        self.task.check_model_fits(self.model, self.info)
+        self.score_name, self.higher_is_better = self.task.score_metric(self.info)
         self.params = sum(p.numel() for p in self.model.parameters())
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -234,13 +238,15 @@ class TrainingRun:
 
             self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay)
         self.mixup = self.task.build_mixup(cfg, self.info)
-        self.loss_fn = self.task.build_loss(cfg, self.mixup)
+        self.loss_fn = self.task.build_loss(cfg, self.mixup, self.info)
 
         # a new run's folder is created by `open_run_dir` (rank 0, which tells the other ranks its name)
         self.run_dir = Path(cfg.resume) if cfg.resume else Path(cfg.output) / (cfg.name or "")
 
         # progress; `restore` sets it from a checkpoint
-        self.start_epoch, self.start_batch, self.global_step, self.best_acc = 0, 0, 0, -1.0
+        # best_acc: the best value of the score so far (-1 or +inf before the first evaluation)
+        self.start_epoch, self.start_batch, self.global_step = 0, 0, 0
+        self.best_acc = -1.0 if self.higher_is_better else math.inf
         self.batch_in_epoch = 0
         self.seen, self.train_time = 0, 0.0  # samples trained on, seconds spent in training steps (this process)
         self.rows: list[dict] = []  # metrics.csv, a row per epoch (kept in every checkpoint too)
@@ -455,12 +461,14 @@ class TrainingRun:
         """Evaluate (and the EMA weights), checkpoint, and on rank 0 keep the best weights and log the epoch."""
         cfg, d = self.cfg, self.d
         sync_buffers(self.model, d)
-        metrics = self.task.evaluate(self.model, self.loader_eval, cfg, d)
+        key = self.score_name
+        metrics = self.task.evaluate(self.model, self.loader_eval, cfg, d, self.info)
         if self.ema is not None:
-            metrics["ema_eval_acc"] = self.task.evaluate(self.ema.module, self.loader_eval, cfg, d)["eval_acc"]
-        score = metrics.get("ema_eval_acc", metrics["eval_acc"])
-        improved = score > self.best_acc
-        self.best_acc = max(self.best_acc, score)
+            metrics[f"ema_{key}"] = self.task.evaluate(self.ema.module, self.loader_eval, cfg, d, self.info)[key]
+        score = metrics.get(f"ema_{key}", metrics[key])
+        improved = score > self.best_acc if self.higher_is_better else score < self.best_acc
+        if improved:
+            self.best_acc = score
         row = {"epoch": epoch, "step": self.global_step, "lr": self.optimizer.param_groups[0]["lr"],
                "train_loss": train_loss, **metrics, "images_per_s": self.seen / max(self.train_time, 1e-9),
                "elapsed_s": time.time() - self.started_at}
@@ -471,7 +479,7 @@ class TrainingRun:
             if improved:
                 best = self.ema.module if self.ema is not None else self.model
                 save_weights(best, self.run_dir / "best.safetensors",
-                             {"model": cfg.model, "step": str(self.global_step), "eval_acc": f"{score:.6f}"})
+                             {"model": cfg.model, "step": str(self.global_step), key: f"{score:.6f}"})
             self._log_epoch(epoch, row)
         # the checkpoint comes last: it is what makes the epoch done. A run killed before it resumes from the
         # previous checkpoint, trains this epoch again (exactly) and writes the same best weights and metrics.
@@ -489,8 +497,11 @@ class TrainingRun:
                 if (k == "train_loss" or k.startswith("eval_")) and isinstance(v, (int, float)):
                     self.writer.add_scalar(f"epoch/{k}", v, epoch)
             self.writer.flush()
+        labels = dict(self.task.curve_labels)
+        if self.score_name != "eval_acc":
+            labels.setdefault("acc_label", self.score_name[len("eval_"):])
         plot_curves({cfg.model: self.rows}, self.run_dir / "curves.png",
-                    f"{cfg.model} on {self.info.name}", **self.task.curve_labels)
+                    f"{cfg.model} on {self.info.name}", score_key=self.score_name, **labels)
         if not cfg.quiet:
             print(f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
                   f"{self.task.epoch_summary(row)}  {row['images_per_s']:.0f} img/s", flush=True)
@@ -512,11 +523,12 @@ class TrainingRun:
         if d.main:
             write_summary(self.run_dir, {"model": self.cfg.model, "world_size": d.world,
                                          "global_step": self.global_step, "best_acc": self.best_acc,
+                                         "best_metric": self.score_name,
                                          "images_per_s": images_per_s, "params": self.params, "final": self.final,
                                          "replica_checksums": checksums})
         if len(set(checksums)) > 1:
             raise RuntimeError(f"processes ended with different weights: {checksums}")
-        return RunResult(self.run_dir, self.final, self.best_acc, images_per_s, self.params)
+        return RunResult(self.run_dir, self.final, self.best_acc, images_per_s, self.params, self.score_name)
 
 
 def _model_named_by(path: Path) -> str:
@@ -605,7 +617,8 @@ def evaluate(model_name: str | None, checkpoint: str | Path, data: str | None = 
     cfg = the_task.evaluation_config(cfg, train_aug)
     eval_data = the_task.build_data(cfg, eval_only=True)
     model = the_task.build_model(cfg, eval_data.model_kwargs, restoring=True).to(d.device)
+    the_task.check_model_fits(model, eval_data.info)
     load_weights(model, path, expect_model=model_name)
-    out = the_task.evaluate(model, eval_loader(eval_data.eval, cfg, d, eval_data.collate), cfg, d)
+    out = the_task.evaluate(model, eval_loader(eval_data.eval, cfg, d, eval_data.collate), cfg, d, eval_data.info)
     out["images"] = len(eval_data.eval)
     return out

@@ -257,8 +257,8 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "", acc_label: str = "top-1 accuracy",
-                loss_label: str = "cross-entropy") -> None:
-    """Loss and accuracy against epoch, one line per run, written to `path` (PNG)."""
+                loss_label: str = "cross-entropy", score_key: str = "eval_acc") -> None:
+    """Loss and accuracy (or the metric ``score_key``) against epoch, one line per run, written to `path` (PNG)."""
     matplotlib = require("matplotlib", "the plot of the training curves")
 
     matplotlib.use("Agg")
@@ -271,7 +271,7 @@ def plot_curves(runs: dict[str, list[dict]], path: str | Path, title: str = "", 
         if any(r.get("eval_loss") not in (None, "") for r in rows):  # detectors report no eval loss
             ax_loss.plot(ep, [float(r.get("eval_loss") or "nan") for r in rows], marker="x", linestyle="--",
                          label=f"{label} test")
-        ax_acc.plot(ep, [float(r["eval_acc"]) for r in rows], marker="o", label=label)
+        ax_acc.plot(ep, [float(r[score_key]) for r in rows], marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel=loss_label, title="loss")
     ax_acc.set(xlabel="epoch", ylabel=acc_label, title=f"test {acc_label}")
     for ax in (ax_loss, ax_acc):

@@ -57,6 +57,9 @@ class S7Sequence(nn.Module):
         mixer: "s7" (the S7 layer in S5's block, `layers/s7.py`) or "s6" (Mamba's block, `layers/mamba.py`:
             x + Dropout(S6(Norm(x))), d_state = N per channel; needs stride=1 and expansion=1, Mamba has no token
             pooling or widening; τ is not read by the layer, only by the "timepool" head).
+        default_tau: the time step of every token when no `tau` is given (the official code's
+            `no_time_information`: τ = 1 for text, where an async layer has no times to read); None: `tau` is
+            required where a layer needs it.
         **layer_kwargs: passed to every `S7` layer (block_size, conj_sym, complex_state, input_dependent,
             discretization, transition, bidirectional, dt_min, dt_max, scan_impl, ...), or every `S6` layer
             (expand, d_conv, dt_rank, dt_min, dt_max, dt_floor, conv_bias, bias, scan_impl).
@@ -65,7 +68,8 @@ class S7Sequence(nn.Module):
     def __init__(self, num_classes: int = 10, in_chans: int = 0, vocab_size: int = 0, d_model: int = 64,
                  d_state: int = 32, depth: int = 4, num_stages: int = 1, expansion: int = 1, stride: int = 1,
                  pool: str = "last", head: str = "pool", norm: str = "layer", drop_rate: float = 0.0,
-                 retrieval: bool = False, final_norm: bool = False, mixer: str = "s7", **layer_kwargs):
+                 retrieval: bool = False, final_norm: bool = False, mixer: str = "s7", default_tau: float | None = None,
+                 **layer_kwargs):
         super().__init__()
         _drop_timm_extras(layer_kwargs)
         if mixer not in ("s7", "s6"):
@@ -82,6 +86,9 @@ class S7Sequence(nn.Module):
             raise ValueError("the retrieval head needs a pooled feature (head='pool', 'timepool' or 'last')")
         self.num_classes, self.in_chans, self.vocab_size = num_classes, in_chans, vocab_size
         self.head_kind, self.retrieval, self.mixer = head, retrieval, mixer
+        if default_tau is not None and not default_tau > 0:
+            raise ValueError(f"default_tau must be a positive time step, got {default_tau!r}")
+        self.default_tau = default_tau
         self.encoder = nn.Linear(in_chans, d_model) if in_chans else nn.Embedding(vocab_size, d_model)
         blocks = []
         h, p = d_model, d_state
@@ -134,6 +141,8 @@ class S7Sequence(nn.Module):
                          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(per-step features (B, L', H), pooled τ (B, L') or None, lengths (B,) or None)."""
         z = self._encode(x, tokens)
+        if tau is None and self.default_tau is not None:
+            tau = z.new_full(z.shape[:2], self.default_tau)
         if tau is not None and tau.shape != z.shape[:2]:
             raise ValueError(f"tau must have shape {tuple(z.shape[:2])}, got {tuple(tau.shape)}")
         # lengths are checked once here (the blocks take them unchecked: one host sync per forward, none compiled);
@@ -209,6 +218,8 @@ class S7Sequence(nn.Module):
         else:
             z = self._encode(token[:, None, :], None)[:, 0]
         tau = tau_k
+        if tau is None and self.default_tau is not None:
+            tau = z.new_full(z.shape[:1], self.default_tau)
         new_blocks = []
         for blk, st in zip(self.blocks, state["blocks"]):
             s = blk.ssm.stride
@@ -234,6 +245,36 @@ class S7Sequence(nn.Module):
         new["last"] = z
         f = z if self.head_kind == "last" else new["sum"] / new["weight"].clamp_min(1e-12)
         return self.head(f), new
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, steps: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Continue token sequences: ``prompt`` (B, L₀) token ids → (B, L₀ + steps), one token at a time through
+        `step` (the prompt is read step by step too, so the cost per new token does not grow with the length).
+        temperature 0: the most likely token; else sampled from softmax(logits / temperature) with ``generator``.
+        Needs a language model: token inputs, an output per step (head "none") over the same vocabulary."""
+        if not (self.vocab_size and self.head_kind == "none" and self.num_classes == self.vocab_size):
+            raise ValueError("generate needs a language model: token inputs (vocab_size), head='none' and "
+                             f"num_classes = vocab_size; this one has vocab_size={self.vocab_size}, "
+                             f"head={self.head_kind!r}, num_classes={self.num_classes}")
+        if prompt.dim() != 2 or prompt.shape[1] < 1 or prompt.is_floating_point():
+            raise ValueError(f"prompt must be token ids of shape (batch, length >= 1), got {prompt.dtype} "
+                             f"{tuple(prompt.shape)}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        state = self.init_state(prompt.shape[0], prompt.device)
+        out = [prompt]
+        for k in range(prompt.shape[1]):
+            logits, state = self.step(prompt[:, k], state)
+        for _ in range(steps):
+            if temperature == 0:
+                token = logits.argmax(dim=-1)
+            else:
+                probs = torch.softmax(logits.float() / temperature, dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            out.append(token[:, None])
+            logits, state = self.step(token, state)
+        return torch.cat(out, dim=1)
 
     # -- timm's classifier API -------------------------------------------------------------------------
 
@@ -265,7 +306,8 @@ class S7Sequence(nn.Module):
 
 
 class GRUSequence(nn.Module):
-    """A GRU baseline with the same encoders, inputs and heads as `S7Sequence` (for the S7 study)."""
+    """A GRU baseline with the same encoders, inputs and heads as `S7Sequence` (for the S7 study); causal, so with
+    head "none" its output at step t depends on steps ≤ t only."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 0, vocab_size: int = 0, d_model: int = 64,
                  depth: int = 2, head: str = "pool", drop_rate: float = 0.0, **kwargs):
@@ -273,8 +315,8 @@ class GRUSequence(nn.Module):
         _drop_timm_extras(kwargs)
         if kwargs:
             raise TypeError(f"unexpected arguments for the GRU baseline: {sorted(kwargs)}")
-        if head not in ("pool", "last"):
-            raise ValueError(f"head must be 'pool' or 'last', got {head!r}")
+        if head not in ("pool", "last", "none"):
+            raise ValueError(f"head must be 'pool', 'last' or 'none' (an output per step), got {head!r}")
         if (in_chans > 0) == (vocab_size > 0):
             raise ValueError(f"give exactly one of in_chans (dense inputs) or vocab_size (tokens); got in_chans="
                              f"{in_chans}, vocab_size={vocab_size}")
@@ -305,6 +347,8 @@ class GRUSequence(nn.Module):
         valid = valid_mask(lengths, z.shape[1], z.device)
         z = mask_padding(z, valid)  # padded steps hold 0, never NaN
         out, _ = self.gru(z)
+        if self.head_kind == "none":
+            return self.head(out)
         if self.head_kind == "last":
             f = out[:, -1] if lengths is None else out[torch.arange(out.shape[0]), (lengths - 1).clamp(min=0)]
         else:
@@ -399,6 +443,20 @@ _OFFICIAL = {
     "eigenworms": dict(d_model=36, d_state=8, block_size=4, depth=1, drop_rate=0.195, norm="batch",
                        discretization="zoh", conj_sym=False, transition="clip", head="pool", in_chans=6,
                        num_classes=5),
+    # the per-step tasks. The official configurations are bidirectional; on next-step targets (Walker2d, PTB,
+    # WikiText-2) that reads the answer, so the engine refuses them there until given bidirectional=False.
+    "personactivity": dict(d_model=120, d_state=64, block_size=2, depth=1, drop_rate=0.038, norm="batch",
+                           discretization="zoh", conj_sym=True, transition="clip", bidirectional=True, head="none",
+                           in_chans=7, num_classes=7),
+    "walker": dict(d_model=100, d_state=32, block_size=2, depth=1, drop_rate=0.214, norm="batch",
+                   discretization="async", conj_sym=False, transition="stable", bidirectional=True, head="none",
+                   in_chans=17, num_classes=17),
+    "ptb": dict(d_model=14, d_state=6, block_size=1, depth=10, drop_rate=0.49, norm="batch", discretization="async",
+                conj_sym=False, transition="stable", bidirectional=True, head="none", vocab_size=10000,
+                num_classes=10000, default_tau=1.0),
+    "wikitext2": dict(d_model=44, d_state=48, block_size=4, depth=1, drop_rate=0.62, norm="batch",
+                      discretization="async", conj_sym=False, transition="clip", bidirectional=True, head="none",
+                      vocab_size=33278, num_classes=33278, default_tau=1.0),
 }
 
 

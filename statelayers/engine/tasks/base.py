@@ -86,14 +86,25 @@ class Task(ABC):
         """A callable that mixes a batch and its targets (timm's Mixup / CutMix), or None."""
         return None
 
-    @abstractmethod
-    def build_loss(self, cfg, mixup) -> nn.Module:
-        """The training loss: called as loss(model output, targets), on the targets ``mixup`` gives if any."""
+    def check_model_fits(self, model: nn.Module, info) -> None:
+        """ValueError (one line) when the built model cannot be trained or scored on data ``info`` describes (e.g. a
+        model that reads the future, on next-step targets). Every model fits by default."""
+        return None
 
     @abstractmethod
-    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist) -> dict:
-        """The metrics of ``model`` on the loader's data, the same on every process; "eval_acc" is the one the
-        run keeps its best checkpoint by."""
+    def build_loss(self, cfg, mixup, info=None) -> nn.Module:
+        """The training loss: called as loss(model output, targets), on the targets ``mixup`` gives if any;
+        ``info``: the data's description (`TaskData.info`)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist, info=None) -> dict:
+        """The metrics of ``model`` on the loader's data (described by ``info``), the same on every process; the one
+        named by `score_metric` is what the run keeps its best checkpoint by."""
+
+    def score_metric(self, info=None) -> tuple[str, bool]:
+        """(the metric of `evaluate` the run keeps its best weights by, whether higher is better) for data
+        ``info``."""
+        return "eval_acc", True
 
     def evaluation_config(self, cfg, run_train_aug: dict | None):
         """The config to evaluate a run's checkpoint with, given that run's ``train_aug`` (None: no run folder

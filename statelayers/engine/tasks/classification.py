@@ -128,7 +128,7 @@ class ClassificationTask(Task):
                          label_smoothing=cfg.smoothing or 0.0, num_classes=info.num_classes)
         return None
 
-    def build_loss(self, cfg, mixup) -> nn.Module:
+    def build_loss(self, cfg, mixup, info=None) -> nn.Module:
         if mixup is not None:
             from timm.loss import SoftTargetCrossEntropy
 
@@ -136,7 +136,7 @@ class ClassificationTask(Task):
         return nn.CrossEntropyLoss(label_smoothing=cfg.smoothing or 0.0)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist) -> dict:
+    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist, info=None) -> dict:
         """Mean cross-entropy ("eval_loss"), top-1 ("eval_acc") and top-5 ("eval_top5") accuracy."""
         model.eval()
         sums = torch.zeros(4, dtype=torch.float64)  # loss sum, top-1, top-5, count

@@ -182,10 +182,10 @@ class DetectionTask(Task):
 
         return build_from_config(cfg.model, data_kwargs["num_classes"], cfg.model_kwargs, restoring=restoring)
 
-    def build_loss(self, cfg, mixup) -> nn.Module:
+    def build_loss(self, cfg, mixup, info=None) -> nn.Module:
         return DetectionLoss()  # the sum of the loss dict a torchvision detector returns
 
-    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist) -> dict:
+    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist, info=None) -> dict:
         return run_detection_eval(model, loader, cfg, d)
 
     def epoch_summary(self, row: dict) -> str:

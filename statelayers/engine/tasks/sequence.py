@@ -1,13 +1,140 @@
-"""Sequence classification (S7's tasks): the named sequence datasets and `.ts` files of
-`statelayers.data.sequences`, padded into batches of named tensors."""
+"""Sequence tasks (S7's): the named sequence datasets and `.ts` files of `statelayers.data.sequences`, padded into
+batches of named tensors. What a dataset's targets are (`SeqInfo.target`) decides the loss, the metrics and the
+number the run keeps its best weights by:
+
+==================  ==============================  ========================================  ====================
+targets             loss                            metrics                                   best weights by
+==================  ==============================  ========================================  ====================
+class (B,)          cross-entropy                   eval_loss, eval_acc, eval_top5            highest eval_acc
+regression (B, D)   mean squared error              eval_mse (= eval_loss), eval_rmse,        lowest eval_mse
+                                                    eval_mae, eval_r2
+step_class (B, L)   cross-entropy per valid step    eval_loss, eval_acc (per step); language  highest eval_acc;
+                                                    models also eval_ppl, eval_bits_per_<unit> LMs lowest eval_loss
+step_regression     squared error per valid step    eval_mse (= eval_loss), eval_rmse,        lowest eval_mse
+(B, L, D)           and value                       eval_mae, eval_r2
+==================  ==============================  ========================================  ====================
+
+Per-step losses and metrics are means over the valid steps only: padded steps carry `IGNORE_INDEX` (classes) or
+NaN (values) in the batch's targets (`statelayers.data.sequence_base.pad_collate`), so a batch's padding never
+counts, and a step-weighted mean over batches is the same however the sequences are batched. R² is
+1 − SSE/SST per target value (SST about that value's mean over the evaluated steps or sequences), averaged over the
+values as scikit-learn's ``r2_score`` does by default.
+
+Per-step targets need one model output per input step (head "none", which the data sets; no token pooling), and
+next-step targets (`SeqInfo.next_step`: the next observation, the next token) need a model that does not read the
+future: `check_model_fits` refuses bidirectional layers on such data, since they would see the targets.
+"""
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ...data.sequence_base import IGNORE_INDEX
 from ..recipes import get_recipe
-from .base import TaskData, refuse_options
+from ..runtime import Dist, autocast_ctx, to_device
+from .base import TaskData, call_model, refuse_options
 from .classification import ClassificationTask
 
-__all__ = ["SequenceTask"]
+__all__ = ["SequenceLoss", "SequenceTask", "sequence_metrics"]
+
+
+def _check_steps(output: torch.Tensor, target: torch.Tensor) -> None:
+    if output.dim() < 3 or output.shape[:2] != target.shape[:2]:
+        raise ValueError(
+            f"per-step targets of shape {tuple(target.shape)} need one model output per step, got output of shape "
+            f"{tuple(output.shape)}: the model must keep every step (head='none', no token pooling: stride=1)")
+
+
+class SequenceLoss(nn.Module):
+    """The training loss of a sequence task, by its kind of targets (`SeqInfo.target`): a mean over sequences, or
+    over valid steps (and values) for per-step targets."""
+
+    def __init__(self, target: str, smoothing: float = 0.0):
+        super().__init__()
+        self.target, self.smoothing = target, smoothing
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        output = output.float()
+        if self.target == "class":
+            return F.cross_entropy(output, target, label_smoothing=self.smoothing)
+        if self.target == "step_class":
+            _check_steps(output, target)
+            total = F.cross_entropy(output.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
+                                    label_smoothing=self.smoothing, reduction="sum")
+            return total / (target != IGNORE_INDEX).sum().clamp_min(1)
+        if self.target == "step_regression":
+            _check_steps(output, target)
+        output = output.reshape(target.shape)
+        valid = ~torch.isnan(target)  # padded steps (and missing values) hold NaN
+        err = torch.where(valid, output - target.nan_to_num(), output.new_zeros(()))
+        return err.square().sum() / valid.sum().clamp_min(1)
+
+
+@torch.no_grad()
+def sequence_metrics(outputs_and_targets, target: str, token_unit: str = "", world: int = 1) -> dict:
+    """The metrics (see the module docstring) of an iterable of (model output, targets) batches; with ``world`` > 1
+    the sums are added over the processes first, so every process returns the same numbers."""
+    sums, moments = None, None
+    for output, y in outputs_and_targets:
+        output = output.float()
+        if target in ("class", "step_class"):
+            if target == "step_class":
+                _check_steps(output, y)
+                output, y = output.flatten(0, 1), y.flatten()
+                keep = y != IGNORE_INDEX
+                output, y = output[keep], y[keep]
+            k = min(5, output.shape[1])
+            top = output.topk(k, dim=1).indices
+            batch = torch.stack([F.cross_entropy(output, y, reduction="sum").double(),
+                                 (top[:, 0] == y).sum().double(), (top == y[:, None]).any(dim=1).sum().double(),
+                                 torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)]).cpu()
+            sums = batch if sums is None else sums + batch
+            continue
+        if target == "step_regression":
+            _check_steps(output, y)
+        y = y.reshape(y.shape[0], -1, y.shape[-1]).double()  # (B, steps, D); whole-sequence targets: 1 step
+        output = output.reshape(y.shape).double()
+        valid = ~torch.isnan(y)
+        y0 = y.nan_to_num()
+        err = torch.where(valid, output - y0, torch.zeros((), dtype=y.dtype, device=y.device))
+        # per value d: count, Σerr², Σ|err|, Σy, Σy²
+        batch = torch.stack([valid.sum((0, 1)).double(), err.square().sum((0, 1)), err.abs().sum((0, 1)),
+                             y0.sum((0, 1)), y0.square().sum((0, 1))]).cpu()
+        moments = batch if moments is None else moments + batch
+    if target in ("class", "step_class"):
+        sums = torch.zeros(4, dtype=torch.float64) if sums is None else sums
+        if world > 1:
+            sums = _all_reduce(sums)
+        loss, top1, top5, n = sums.tolist()
+        out = {"eval_loss": loss / max(n, 1), "eval_acc": top1 / max(n, 1)}
+        if target == "class":
+            out["eval_top5"] = top5 / max(n, 1)
+        if token_unit:
+            out["eval_ppl"] = math.exp(min(out["eval_loss"], 700.0))
+            out[f"eval_bits_per_{token_unit}"] = out["eval_loss"] / math.log(2)
+        return out
+    if moments is None:
+        raise ValueError("nothing to evaluate: the evaluation split is empty")
+    if world > 1:
+        moments = _all_reduce(moments)
+    n, sse, sae, sy, syy = moments
+    total = n.sum().clamp_min(1)
+    mse = float(sse.sum() / total)
+    sst = syy - sy.square() / n.clamp_min(1)
+    r2 = torch.where(sst > 0, 1 - sse / sst.clamp_min(1e-300), torch.full_like(sst, float("nan")))
+    return {"eval_loss": mse, "eval_mse": mse, "eval_rmse": math.sqrt(mse), "eval_mae": float(sae.sum() / total),
+            "eval_r2": float(r2.mean())}
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    dist.all_reduce(t)  # on the CPU, as the classification metrics are
+    return t
 
 
 class SequenceTask(ClassificationTask):
@@ -39,5 +166,59 @@ class SequenceTask(ClassificationTask):
 
         train_ds, eval_ds, info = build_sequence_datasets(cfg.data, data_dir=cfg.data_dir, subset=None if eval_only
                                                           else cfg.subset, seed=cfg.seed, max_len=cfg.max_len)
-        return TaskData(train_ds, eval_ds, info, {"num_classes": info.num_classes, **info.model_kwargs()},
+        if info.regression and cfg.smoothing:
+            raise ValueError(f"label smoothing (smoothing={cfg.smoothing}) applies to classes; data {cfg.data!r} has "
+                             f"{info.target} targets: set --smoothing 0")
+        return TaskData(train_ds, eval_ds, info, {"num_classes": info.num_outputs(), **info.model_kwargs()},
                         pad_collate)
+
+    def check_model_fits(self, model: nn.Module, info) -> None:
+        """Next-step targets (the next observation or token) are inputs of later steps: a model with a layer that
+        reads the future would see them. Refused with one line."""
+        if not getattr(info, "next_step", False):
+            return
+        readers = sorted({name or type(model).__name__ for name, m in model.named_modules()
+                          if getattr(m, "bidirectional", False) is True})
+        if readers:
+            shown = ", ".join(readers[:3]) + (f" and {len(readers) - 3} more" if len(readers) > 3 else "")
+            raise ValueError(f"data {info.name!r} asks for the next step at every step, but the model reads the "
+                             f"future (bidirectional layers: {shown}), so it would see its targets; use "
+                             "--model-kwargs bidirectional=False")
+
+    def build_loss(self, cfg, mixup, info=None) -> nn.Module:
+        target = getattr(info, "target", "class")
+        if target == "class":
+            return super().build_loss(cfg, mixup, info)
+        return SequenceLoss(target, smoothing=cfg.smoothing or 0.0)
+
+    def score_metric(self, info=None) -> tuple[str, bool]:
+        target = getattr(info, "target", "class")
+        if target in ("regression", "step_regression"):
+            return "eval_mse", False
+        if target == "step_class" and getattr(info, "token_unit", ""):
+            return "eval_loss", False  # a language model: the held-out cross-entropy (bits per token)
+        return "eval_acc", True
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, cfg, d: Dist, info=None) -> dict:
+        target = getattr(info, "target", "class")
+        if target == "class":
+            return super().evaluate(model, loader, cfg, d, info)
+        model.eval()
+
+        def batches():
+            for x, y in loader:
+                x, y = to_device(x, d.device), y.to(d.device)
+                with autocast_ctx(cfg, d.device):
+                    yield call_model(model, x), y
+
+        return sequence_metrics(batches(), target, getattr(info, "token_unit", ""), world=d.world)
+
+    def epoch_summary(self, row: dict) -> str:
+        if row.get("eval_mse") not in (None, ""):
+            return f"eval_mse {row['eval_mse']:.4g}  eval_mae {row['eval_mae']:.4g}  eval_r2 {row['eval_r2']:.4f}"
+        text = f"eval_loss {row['eval_loss']:.4f}  eval_acc {row['eval_acc']:.4f}"
+        bits = next((k for k in row if k.startswith("eval_bits_per_")), None)
+        if bits is not None and row[bits] not in (None, ""):
+            text += f"  {bits[5:]} {row[bits]:.4f}"
+        return text
