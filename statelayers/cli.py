@@ -473,6 +473,36 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# statelayers generate
+
+
+def _args_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of a language model (statelayers train on "
+                   "fortunes, ptb or wikitext2)")
+    p.add_argument("--prompt", default="The ", help="the text to continue (default: 'The ')")
+    p.add_argument("--tokens", type=int, default=200, help="tokens to generate: bytes or words (default: 200)")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="sampling temperature; 0 picks the most likely token (default: 0.8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default: 0)")
+    p.add_argument("--weights", default="best", choices=("best", "last"),
+                   help="best.safetensors (default) or the last checkpoint's weights")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Continue a prompt with a trained language model, one token at a time through the model's streaming
+    state (causal S7 / S5 / S6 models), and print the prompt and its continuation."""
+
+    def run() -> int:
+        from .tools.generate import generate_from_run
+
+        print(generate_from_run(args.run_dir, args.prompt, args.tokens, temperature=args.temperature,
+                                seed=args.seed, weights=args.weights))
+        return 0
+
+    return _run_user_errors(run)
+
+
+# ---------------------------------------------------------------------------------------------
 # statelayers cam / make-coco-demo
 
 
@@ -567,6 +597,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("eval", "evaluate a checkpoint on a dataset", _args_eval, cmd_eval),
     Command("export", "write a trained classifier as timm's hub folder (config.json, weights, model card)",
             _args_export, cmd_export),
+    Command("generate", "continue a prompt with a trained language model (streaming, token by token)",
+            _args_generate, cmd_generate),
     Command("demo", "vanilla vs S6LA small ResNet, same recipe and budget, side by side", _args_demo, cmd_demo),
     Command("cam", "Score-CAM / Grad-CAM of the last stage, models side by side", _args_cam, cmd_cam),
     Command("make-coco-demo", "write a small COCO-format detection set from real images", _args_make_coco_demo,

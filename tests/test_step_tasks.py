@@ -5,6 +5,7 @@ future, the GRU's per-step head, and streaming generation equal to the full forw
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +301,50 @@ def test_official_per_step_configurations(name, inputs, out):
     m = timm.create_model(name).train()
     assert m(**inputs).shape == out
     assert all(b.ssm.bidirectional for b in m.blocks)
+
+
+# ----------------------------------------------------------------------------------------------- language model
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fortunes").is_dir(),
+                    reason="Debian's fortunes corpus is not installed (apt-get install -y fortunes)")
+def test_language_model_run_reports_bits_per_byte_and_generates(tmp_path, capsys):
+    from statelayers.cli import main
+    from statelayers.tools.generate import generate_from_run
+
+    r = train(TrainConfig(model="s7_tiny", data="fortunes", max_len=32, subset=64, eval_subset=40, epochs=1,
+                          batch_size=16, quiet=True, output=str(tmp_path), name="lm"))
+    assert r.score_name == "eval_loss"
+    row = r.final_metrics
+    assert row["eval_bits_per_byte"] == pytest.approx(row["eval_loss"] / math.log(2), rel=1e-12)
+    assert 0 < row["eval_bits_per_byte"] < 9  # an untrained byte model is near log2(256) = 8
+    saved = yaml.safe_load((r.run_dir / "config.yaml").read_text())
+    assert saved["data_info"]["token_unit"] == "byte" and saved["data_info"]["next_step"] is True
+    # the CLI prints the prompt and its continuation, the same text as the Python function
+    assert main(["generate", str(r.run_dir), "--prompt", "The ", "--tokens", "20", "--temperature", "0"]) == 0
+    printed = capsys.readouterr().out.rstrip("\n")
+    text = generate_from_run(r.run_dir, "The ", 20, temperature=0)
+    assert printed == text and text.startswith("The ")
+    # ...which is the model's greedy continuation
+    model = timm.create_model("s7_tiny", vocab_size=256, num_classes=256, head="none")
+    from statelayers.checkpoint import load_weights
+
+    load_weights(model, r.run_dir / "best.safetensors")
+    ids = model.eval().generate(torch.tensor([list(b"The ")]), 20, temperature=0)[0].tolist()
+    assert text == bytes(ids).decode("utf-8", errors="replace")
+    # a run that is not a language model is refused in one line
+    assert main(["generate", str(tmp_path / "missing")]) == 2
+
+
+def test_whole_series_regression_from_ts_files_trains_and_reports_r2(tmp_path):
+    """sktime's Covid3Month (.ts, @targetLabel true): MSE training, eval_mse / eval_rmse / eval_mae / eval_r2, and
+    `statelayers eval` on the run folder gives the best epoch's numbers."""
+    pytest.importorskip("sktime")
+    r = train(TrainConfig(model="s5_small", data="Covid3Month", epochs=2, batch_size=16, quiet=True,
+                          output=str(tmp_path), name="reg"))
+    assert r.score_name == "eval_mse"
+    row = r.final_metrics
+    assert row["eval_rmse"] == pytest.approx(math.sqrt(row["eval_mse"]), rel=1e-12)
+    assert "eval_acc" not in row and math.isfinite(row["eval_r2"])
+    out = evaluate(None, r.run_dir)
+    assert out["eval_mse"] == pytest.approx(r.best_acc, rel=1e-9)
