@@ -162,3 +162,17 @@ def test_opcount_smallest(tmp_path):
     assert fused_ops["statelayers.s6la_conv_update.default"] == 8  # one op per state update (9 blocks, 8 updates)
     assert "- PASS: s6la_cifar_resnet20 fused" in proc.stdout
     assert "command: `python benchmarks/opcount.py --smallest" in out.read_text()
+
+
+@pytest.mark.slow
+def test_dynamics_smallest(tmp_path):
+    """The simulated double-pendulum study at its smallest setting (~30 s): the four models and both baselines."""
+    proc = run_script("dynamics.py", "--smallest", "--threads", "1", "--output", str(tmp_path))
+    check_ok(proc)
+    (header, rows), = tables(proc.stdout)
+    for col in ("model", "params", "eval MSE (mean ± std)", "MSE / constant velocity"):
+        assert col in header
+    assert [r[0] for r in rows] == ["S7 (async)", "S7 (zoh)", "S5", "GRU", "constant velocity (baseline)",
+                                    "last value (baseline)"]
+    assert rows[4][header.index("MSE / constant velocity")] == "1.00"
+    assert "SIMULATED" in proc.stdout
