@@ -398,7 +398,9 @@ def _args_eval(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Top-1 / top-5 accuracy and loss of a checkpoint on a dataset's evaluation split."""
+    """The metrics of a checkpoint on a dataset's evaluation split: loss and top-1 / top-5 accuracy for
+    classifiers, MSE / RMSE / MAE / R² for regression, per-step accuracy (and bits per token for language models)
+    for per-step targets."""
 
     def run() -> int:
         from .engine import evaluate

@@ -575,8 +575,9 @@ def evaluate(model_name: str | None, checkpoint: str | Path, data: str | None = 
              img_size: int | None = None, batch_size: int = 500, model_kwargs: dict | None = None, amp: str = "none",
              task: str | None = None, data_dir: str | None = None, max_len: int | None = None,
              other_data: bool = False) -> dict:
-    """Top-1/top-5 accuracy and loss of a checkpoint (a .safetensors file or a run folder, whose
-    best.safetensors is used) on the evaluation split of `data`.
+    """The task's metrics (`Task.evaluate`: loss and top-1/top-5 accuracy for classifiers, MSE/RMSE/MAE/R² for
+    regression, ...) of a checkpoint (a .safetensors file or a run folder, whose best.safetensors is used) on the
+    evaluation split of `data`.
 
     A run folder supplies what it records: the model (``model_name`` may be None; another name is refused), the data
     (``data`` may be None; other data is refused unless ``other_data``, since a checkpoint scored on data it was not

@@ -38,7 +38,9 @@ def setup_distributed() -> Dist:
     if cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        # NCCL carries the GPU tensors (gradients); the evaluation sums and small bookkeeping are CPU tensors, which
+        # NCCL alone cannot reduce: gloo takes those
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if cuda else "gloo")
     device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
