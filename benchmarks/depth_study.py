@@ -324,21 +324,22 @@ def read_summary(run_dir: Path) -> dict:
 
 
 def measure_speed(cfg, steps: int) -> dict:
-    """Training and evaluation throughput of cfg's model on real batches of cfg's data, with cfg's optimizer:
-    one untimed and `steps` timed training steps; one untimed and one timed evaluation batch."""
+    """Training and evaluation throughput of cfg's model on real batches of cfg's data, with cfg's optimizer and the
+    task's own loss (cross-entropy for classes, per-step MSE for `benchmarks/dynamics.py`, ...): one untimed and
+    `steps` timed training steps; one untimed and one timed evaluation batch."""
     import torch
-    import torch.nn.functional as F
     from torch.utils.data import default_collate
 
     from statelayers.engine.optim import build_optimizer, learning_rate
     from statelayers.engine.runtime import autocast_ctx
-    from statelayers.engine.tasks import build_data, build_model, call_model
+    from statelayers.engine.tasks import build_data, build_model, call_model, get_task
 
     cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
-    train_ds, eval_ds, _, data_kwargs, collate = build_data(cfg)
+    train_ds, eval_ds, info, data_kwargs, collate = build_data(cfg)
     collate = collate or default_collate
     model = build_model(cfg, data_kwargs)
+    loss_fn = get_task(cfg.task).build_loss(cfg, None, info)
     opt = build_optimizer(cfg, model, learning_rate(cfg, 1))
     bs = min(cfg.batch_size, len(train_ds))
     x, y = collate([train_ds[i] for i in range(bs)])
@@ -347,7 +348,7 @@ def measure_speed(cfg, steps: int) -> dict:
     for i in range(steps + 1):
         t0 = time.perf_counter()
         with autocast_ctx(cfg, torch.device("cpu")):
-            loss = F.cross_entropy(call_model(model, x), y)
+            loss = loss_fn(call_model(model, x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

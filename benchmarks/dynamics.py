@@ -64,7 +64,7 @@ from depth_study import (  # noqa: E402  (the shared study helpers next to this 
     append_report,
     check_budget,
     check_existing,
-    estimate_seconds,
+    estimate,
     kwargs_tag,
     kwargs_text,
     machine_lines,
@@ -143,72 +143,6 @@ def config_factory(args):
                            quiet=True)
 
     return make
-
-
-# ------------------------------------------------------------------------------------------------ the estimate
-
-
-def measure_speed(cfg, steps: int) -> dict:
-    """Training and evaluation throughput of cfg's model on real batches of cfg's data, with cfg's optimizer and the
-    task's own loss (`benchmarks/depth_study.py`'s `measure_speed` scores classes with cross-entropy; this task is a
-    per-step regression): one untimed and `steps` timed training steps; one untimed and one timed evaluation
-    batch: the figures `depth_study.estimate_seconds` reads."""
-    import torch
-
-    from statelayers.engine.optim import build_optimizer, learning_rate
-    from statelayers.engine.tasks import build_data, build_model, call_model, get_task
-
-    cfg = cfg.resolved()
-    torch.manual_seed(cfg.seed)
-    train_ds, eval_ds, info, data_kwargs, collate = build_data(cfg)
-    model = build_model(cfg, data_kwargs)
-    loss_fn = get_task(cfg.task).build_loss(cfg, None, info)
-    opt = build_optimizer(cfg, model, learning_rate(cfg, 1))
-    bs = min(cfg.batch_size, len(train_ds))
-    x, y = collate([train_ds[i] for i in range(bs)])
-    model.train()
-    t = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss = loss_fn(call_model(model, x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:
-            t.append(time.perf_counter() - t0)
-    eval_n = min(cfg.eval_subset, len(eval_ds)) if cfg.eval_subset else len(eval_ds)
-    eb = min(cfg.eval_batch_size, eval_n, 128)
-    xe, _ = collate([eval_ds[i] for i in range(eb)])
-    model.eval()
-    with torch.no_grad():
-        call_model(model, xe)
-        t0 = time.perf_counter()
-        call_model(model, xe)
-        te = time.perf_counter() - t0
-    steps_per_epoch = len(train_ds) // cfg.batch_size
-    return dict(train_ips=bs * len(t) / sum(t), eval_ips=eb / te, train_n=steps_per_epoch * cfg.batch_size,
-                eval_n=eval_n, epochs=cfg.epochs)
-
-
-def estimate(jobs: list[Job], make_cfg, run_root: Path, steps: int) -> float:
-    """Time every distinct model of the pending jobs; print the estimate per job and in total; total seconds."""
-    pending = [j for j in jobs if not (run_root / j.name / "summary.yaml").is_file()]
-    speeds, total, lines = {}, 0.0, []
-    for j in pending:
-        key = (j.model, kwargs_tag(j.kwargs))
-        if key not in speeds:
-            speeds[key] = measure_speed(make_cfg(j), steps)
-            s = speeds[key]
-            print(f"  timed {j.model}{kwargs_tag(j.kwargs)}: train {s['train_ips']:.1f} seq/s, eval "
-                  f"{s['eval_ips']:.1f} seq/s", file=sys.stderr, flush=True)
-        sec = estimate_seconds(speeds[key])
-        total += sec
-        lines.append(f"  {j.name:56s} {sec / 60:6.1f} min")
-    print(f"# estimate: {len(pending)} runs to train ({len(jobs) - len(pending)} already done), from {steps} timed "
-          "steps per model")
-    print("\n".join(lines))
-    print(f"# estimated total: {total / 60:.1f} min", flush=True)
-    return total
 
 
 # ------------------------------------------------------------------------------------------------ the runs
