@@ -62,11 +62,8 @@ def _padded_outputs(outs, batch_lengths):
     return torch.tensor(o, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("sizes", [(7,), (3, 4), (1, 1, 5)])
-def test_step_regression_metrics_equal_float64_loops_and_sklearn(sizes):
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    xs, ys, outs = _ragged(d=3)
+def _output_target_pairs(xs, ys, outs, sizes):
+    """(padded model outputs, collated targets) per batch of the given sizes, as the engine's evaluation sees them."""
     ds = StepSequenceDataset(xs, ys)
     items = [ds[i] for i in range(len(ds))]
     pairs, i = [], 0
@@ -74,6 +71,15 @@ def test_step_regression_metrics_equal_float64_loops_and_sklearn(sizes):
         n = batch[1].shape[0]
         pairs.append((_padded_outputs(outs[i:i + n], [len(a) for a in outs[i:i + n]]), batch[1]))
         i += n
+    return pairs
+
+
+@pytest.mark.parametrize("sizes", [(7,), (3, 4), (1, 1, 5)])
+def test_step_regression_metrics_equal_float64_loops_and_sklearn(sizes):
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    xs, ys, outs = _ragged(d=3)
+    pairs = _output_target_pairs(xs, ys, outs, sizes)
     got = sequence_metrics(pairs, "step_regression")
     # the reference: every valid step of every sequence, in float64 (outputs rounded to float32 as the model's are)
     y = np.concatenate(ys).astype(np.float64)
@@ -93,14 +99,9 @@ def test_step_regression_metrics_equal_float64_loops_and_sklearn(sizes):
 @pytest.mark.parametrize("sizes", [(7,), (2, 5)])
 def test_step_class_metrics_equal_float64_loops(sizes):
     xs, ys, outs = _ragged(classes=5)
-    ds = StepSequenceDataset(xs, ys)
-    items = [ds[i] for i in range(len(ds))]
-    pairs, i = [], 0
-    for batch in _batches(items, sizes):
-        n = batch[1].shape[0]
-        assert (batch[1][batch[1] != IGNORE_INDEX] >= 0).all()
-        pairs.append((_padded_outputs(outs[i:i + n], [len(a) for a in outs[i:i + n]]), batch[1]))
-        i += n
+    pairs = _output_target_pairs(xs, ys, outs, sizes)
+    padded = sum(int((y == IGNORE_INDEX).sum()) for _, y in pairs)
+    assert padded == sum(y.numel() for _, y in pairs) - sum(len(y) for y in ys)  # exactly the padded steps
     got = sequence_metrics(pairs, "step_class", token_unit="byte")
     nll, correct, n = 0.0, 0, 0
     for o, y in zip(outs, ys):
