@@ -195,8 +195,8 @@ def test_engine_trains_per_step_regression_and_keeps_the_lowest_mse(tmp_path, to
     r = train(TrainConfig(model=model, data="toy_steps", epochs=3, batch_size=16, lr=3e-3, quiet=True,
                           output=str(tmp_path), name="run", model_kwargs=kwargs))
     assert r.score_name == "eval_mse"
-    rows = [r2 for r2 in yaml.safe_load((r.run_dir / "summary.yaml").read_text())["final"].items()]
-    assert rows
+    summary = yaml.safe_load((r.run_dir / "summary.yaml").read_text())
+    assert summary["final"] and summary["best_metric"] == "eval_mse"
     import csv
 
     metrics = list(csv.DictReader(open(r.run_dir / "metrics.csv")))

@@ -52,8 +52,9 @@ def _check_steps(output: torch.Tensor, target: torch.Tensor) -> None:
 
 
 class SequenceLoss(nn.Module):
-    """The training loss of a sequence task, by its kind of targets (`SeqInfo.target`): a mean over sequences, or
-    over valid steps (and values) for per-step targets."""
+    """The training loss of a sequence task whose targets are not one class per sequence (`SeqInfo.target`: those
+    train with the classifiers' cross-entropy): a mean over sequences, or over valid steps (and values) for per-step
+    targets."""
 
     def __init__(self, target: str, smoothing: float = 0.0):
         super().__init__()
@@ -61,8 +62,6 @@ class SequenceLoss(nn.Module):
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         output = output.float()
-        if self.target == "class":
-            return F.cross_entropy(output, target, label_smoothing=self.smoothing)
         if self.target == "step_class":
             _check_steps(output, target)
             total = F.cross_entropy(output.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX,
@@ -78,21 +77,18 @@ class SequenceLoss(nn.Module):
 
 @torch.no_grad()
 def sequence_metrics(outputs_and_targets, target: str, token_unit: str = "", world: int = 1) -> dict:
-    """The metrics (see the module docstring) of an iterable of (model output, targets) batches; with ``world`` > 1
-    the sums are added over the processes first, so every process returns the same numbers."""
+    """The metrics (see the module docstring) of an iterable of (model output, targets) batches of targets that are
+    not one class per sequence (those are the classifiers' `ClassificationTask.evaluate`); with ``world`` > 1 the sums
+    are added over the processes first (on the CPU), so every process returns the same numbers."""
     sums, moments = None, None
     for output, y in outputs_and_targets:
         output = output.float()
-        if target in ("class", "step_class"):
-            if target == "step_class":
-                _check_steps(output, y)
-                output, y = output.flatten(0, 1), y.flatten()
-                keep = y != IGNORE_INDEX
-                output, y = output[keep], y[keep]
-            k = min(5, output.shape[1])
-            top = output.topk(k, dim=1).indices
+        if target == "step_class":
+            _check_steps(output, y)
+            keep = y.flatten() != IGNORE_INDEX
+            output, y = output.flatten(0, 1)[keep], y.flatten()[keep]
             batch = torch.stack([F.cross_entropy(output, y, reduction="sum").double(),
-                                 (top[:, 0] == y).sum().double(), (top == y[:, None]).any(dim=1).sum().double(),
+                                 (output.argmax(dim=1) == y).sum().double(),
                                  torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)]).cpu()
             sums = batch if sums is None else sums + batch
             continue
@@ -107,14 +103,12 @@ def sequence_metrics(outputs_and_targets, target: str, token_unit: str = "", wor
         batch = torch.stack([valid.sum((0, 1)).double(), err.square().sum((0, 1)), err.abs().sum((0, 1)),
                              y0.sum((0, 1)), y0.square().sum((0, 1))]).cpu()
         moments = batch if moments is None else moments + batch
-    if target in ("class", "step_class"):
-        sums = torch.zeros(4, dtype=torch.float64) if sums is None else sums
+    if target == "step_class":
+        sums = torch.zeros(3, dtype=torch.float64) if sums is None else sums
         if world > 1:
-            sums = _all_reduce(sums)
-        loss, top1, top5, n = sums.tolist()
+            dist.all_reduce(sums)
+        loss, top1, n = sums.tolist()
         out = {"eval_loss": loss / max(n, 1), "eval_acc": top1 / max(n, 1)}
-        if target == "class":
-            out["eval_top5"] = top5 / max(n, 1)
         if token_unit:
             out["eval_ppl"] = math.exp(min(out["eval_loss"], 700.0))
             out[f"eval_bits_per_{token_unit}"] = out["eval_loss"] / math.log(2)
@@ -122,7 +116,7 @@ def sequence_metrics(outputs_and_targets, target: str, token_unit: str = "", wor
     if moments is None:
         raise ValueError("nothing to evaluate: the evaluation split is empty")
     if world > 1:
-        moments = _all_reduce(moments)
+        dist.all_reduce(moments)
     n, sse, sae, sy, syy = moments
     total = n.sum().clamp_min(1)
     mse = float(sse.sum() / total)
@@ -130,11 +124,6 @@ def sequence_metrics(outputs_and_targets, target: str, token_unit: str = "", wor
     r2 = torch.where(sst > 0, 1 - sse / sst.clamp_min(1e-300), torch.full_like(sst, float("nan")))
     return {"eval_loss": mse, "eval_mse": mse, "eval_rmse": math.sqrt(mse), "eval_mae": float(sae.sum() / total),
             "eval_r2": float(r2.mean())}
-
-
-def _all_reduce(t: torch.Tensor) -> torch.Tensor:
-    dist.all_reduce(t)  # on the CPU, as the classification metrics are
-    return t
 
 
 class SequenceTask(ClassificationTask):
